@@ -1,0 +1,26 @@
+//! The runtime-agnostic core of heldlock.
+//!
+//! This crate knows no async runtime and no file system. It owns the policy of
+//! heldlock: keyed in-process serialization ([`Serializer`]), and (for held
+//! locks) when to try, when a lock is stale, how long to back off and when
+//! ownership is lost. Runtime adapters (`heldlock-tokio`, `heldlock-async-std`)
+//! and backends (`heldlock-fs`) build on it; most programs use the `heldlock`
+//! facade instead of this crate.
+//!
+//! # Keyed serialization
+//!
+//! ```
+//! use heldlock_core::Serializer;
+//!
+//! # futures::executor::block_on(async {
+//! let serializer = Serializer::new();
+//! // Same key: one at a time, in call order. Other keys: concurrently.
+//! let total = serializer.serialize("counter", async { 40 + 2 }).await;
+//! assert_eq!(total, 42);
+//! # });
+//! ```
+#![warn(missing_docs)]
+
+mod serializer;
+
+pub use serializer::{KeyGuard, Serializer, Turn, default_serializer, serialize};

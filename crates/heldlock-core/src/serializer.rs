@@ -1,0 +1,452 @@
+//! Keyed FIFO serialization of async tasks inside one process.
+//!
+//! A [`Serializer`] runs the tasks submitted under one key one at a time, in
+//! the order in which [`Serializer::serialize`] (or [`Serializer::lock`]) was
+//! *called*, while tasks under different keys run concurrently.
+//!
+//! # How it works
+//!
+//! One mutex guards a map from key to queue. A key is in the map exactly while
+//! somebody holds it; the holder is implicit and the queue lists the waiters
+//! behind it. Taking a free key inserts it and is ready at once (no allocation
+//! besides the map slot); taking a held key appends a waiter slot. Releasing
+//! pops the next live waiter, marks it granted and wakes it, or removes the key
+//! when nobody waits, so an idle key costs nothing.
+//!
+//! A waiter that is dropped before it is granted leaves a tombstone that the
+//! next hand-off skips, which makes cancellation O(1); tombstones are compacted
+//! away once they outnumber the live waiters. A waiter that is dropped after it
+//! was granted, but before it was polled, passes the key on at once.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+
+/// Runs async tasks one at a time per key, in call order.
+///
+/// Tasks under the same key never overlap and start in the order in which
+/// they were submitted; tasks under different keys run concurrently. A task
+/// that fails, panics or is cancelled passes the key on to the next one, and a
+/// key whose last task finished is forgotten, so idle keys cost no memory.
+///
+/// `Serializer` is a cheap handle: clones share the same keys, and the futures
+/// it returns own what they need, so they can be spawned.
+///
+/// # Examples
+///
+/// ```
+/// use heldlock_core::Serializer;
+///
+/// # futures::executor::block_on(async {
+/// let serializer = Serializer::new();
+/// let value = serializer.serialize("catalog", async { 42 }).await;
+/// assert_eq!(value, 42);
+/// assert_eq!(serializer.pending_keys(), 0);
+/// # });
+/// ```
+pub struct Serializer<K> {
+    shared: Arc<Shared<K>>,
+}
+
+struct Shared<K> {
+    keys: Mutex<HashMap<K, Queue>>,
+}
+
+/// The waiters behind the current holder of one key.
+#[derive(Default)]
+struct Queue {
+    waiters: VecDeque<Arc<Waiter>>,
+    /// How many entries of `waiters` are tombstones of cancelled waiters.
+    cancelled: usize,
+}
+
+const WAITING: u8 = 0;
+const GRANTED: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// One queued call. `state` only changes while the map mutex is held; it is
+/// atomic so that a waiting future can check for its grant without the mutex.
+struct Waiter {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Waiter {
+    fn new() -> Self {
+        Waiter {
+            state: AtomicU8::new(WAITING),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    fn is_granted(&self) -> bool {
+        self.state.load(Ordering::Acquire) == GRANTED
+    }
+}
+
+impl<K> Shared<K> {
+    /// The map, even if a panicking `Hash` or `Eq` of a key poisoned the mutex:
+    /// every mutation below leaves the map consistent before it can panic.
+    fn keys(&self) -> MutexGuard<'_, HashMap<K, Queue>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<K: Eq + Hash> Shared<K> {
+    /// Passes `key` from its holder to the next live waiter, or forgets the key
+    /// when nobody waits. Returns the waiter to wake once the mutex is released.
+    fn hand_off(keys: &mut HashMap<K, Queue>, key: &K) -> Option<Arc<Waiter>> {
+        let queue = keys.get_mut(key)?;
+        while let Some(next) = queue.waiters.pop_front() {
+            if next.state.load(Ordering::Relaxed) == CANCELLED {
+                queue.cancelled -= 1;
+                continue;
+            }
+            next.state.store(GRANTED, Ordering::Release);
+            return Some(next);
+        }
+        keys.remove(key);
+        None
+    }
+
+    fn release(&self, key: &K) {
+        let next = Self::hand_off(&mut self.keys(), key);
+        if let Some(next) = next {
+            next.waker.wake();
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Serializer<K> {
+    /// Creates a serializer with no keys.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let serializer = heldlock_core::Serializer::<u64>::new();
+    /// assert_eq!(serializer.pending_keys(), 0);
+    /// ```
+    pub fn new() -> Self {
+        Serializer {
+            shared: Arc::new(Shared {
+                keys: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Runs `task` once every task submitted earlier under `key` has finished,
+    /// and returns its output.
+    ///
+    /// The place in the queue is taken when `serialize` is called, not when the
+    /// returned future is first polled, so calls made in a given order run in
+    /// that order however their futures are scheduled. `task` is not polled
+    /// before its turn.
+    ///
+    /// A task that returns an error is just a value to the serializer: the next
+    /// task runs. A task that panics unwinds into its own caller, and the next
+    /// task runs. Dropping the returned future gives up its place (or its turn)
+    /// without blocking anyone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use heldlock_core::Serializer;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let serializer = Serializer::new();
+    /// let first = serializer.serialize("db", async { "first" });
+    /// let second = serializer.serialize("db", async { "second" });
+    /// // However they are polled, `first` runs before `second`.
+    /// let (a, b) = futures::join!(second, first);
+    /// assert_eq!((a, b), ("second", "first"));
+    /// # });
+    /// ```
+    ///
+    /// The task must be a future; anything else is refused at compile time:
+    ///
+    /// ```compile_fail
+    /// let serializer = heldlock_core::Serializer::new();
+    /// let _ = serializer.serialize("key", 42); // error: `{integer}` is not a future
+    /// ```
+    pub fn serialize<F>(&self, key: K, task: F) -> impl Future<Output = F::Output> + use<K, F>
+    where
+        F: Future,
+    {
+        let turn = self.lock(key);
+        async move {
+            let _guard = turn.await;
+            task.await
+        }
+    }
+
+    /// Queues for `key` now and resolves to a guard once it is this call's turn.
+    ///
+    /// The guard holds the key until it is dropped. Use this form when the
+    /// critical section is not a single future, for instance when it spans
+    /// several `.await`s of a larger function.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use heldlock_core::Serializer;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let serializer = Serializer::new();
+    /// let guard = serializer.lock("config").await;
+    /// assert_eq!(guard.key(), &"config");
+    /// assert!(serializer.try_lock("config").is_none());
+    /// drop(guard);
+    /// assert!(serializer.try_lock("config").is_some());
+    /// # });
+    /// ```
+    pub fn lock(&self, key: K) -> Turn<K> {
+        let mut keys = self.shared.keys();
+        let waiter = match keys.entry(key.clone()) {
+            Entry::Vacant(slot) => {
+                slot.insert(Queue::default());
+                None
+            }
+            Entry::Occupied(mut queue) => {
+                let waiter = Arc::new(Waiter::new());
+                queue.get_mut().waiters.push_back(Arc::clone(&waiter));
+                Some(waiter)
+            }
+        };
+        drop(keys);
+        Turn {
+            shared: Arc::clone(&self.shared),
+            key: Some(key),
+            waiter,
+        }
+    }
+
+    /// Takes `key` if nobody holds it or waits for it, without queueing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let serializer = heldlock_core::Serializer::new();
+    /// let guard = serializer.try_lock(7).expect("nobody holds key 7");
+    /// assert!(serializer.try_lock(7).is_none());
+    /// drop(guard);
+    /// ```
+    pub fn try_lock(&self, key: K) -> Option<KeyGuard<K>> {
+        let mut keys = self.shared.keys();
+        match keys.entry(key.clone()) {
+            Entry::Occupied(_) => None,
+            Entry::Vacant(slot) => {
+                slot.insert(Queue::default());
+                drop(keys);
+                Some(KeyGuard {
+                    shared: Arc::clone(&self.shared),
+                    key: Some(key),
+                })
+            }
+        }
+    }
+
+    /// How many keys are held or waited for right now.
+    ///
+    /// A key is forgotten as soon as its last task finishes, so this is zero
+    /// whenever the serializer is idle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let serializer = heldlock_core::Serializer::new();
+    /// let guard = serializer.try_lock("a");
+    /// assert_eq!(serializer.pending_keys(), 1);
+    /// drop(guard);
+    /// assert_eq!(serializer.pending_keys(), 0);
+    /// ```
+    pub fn pending_keys(&self) -> usize {
+        self.shared.keys().len()
+    }
+}
+
+impl<K: Eq + Hash + Clone> Default for Serializer<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K> Clone for Serializer<K> {
+    fn clone(&self) -> Self {
+        Serializer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K> fmt::Debug for Serializer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serializer")
+            .field("pending_keys", &self.shared.keys().len())
+            .finish()
+    }
+}
+
+/// A place in a key's queue: a future that resolves to a [`KeyGuard`] when it
+/// is this call's turn. Returned by [`Serializer::lock`].
+///
+/// Dropping a `Turn` gives up the place; if the turn had already come, the key
+/// passes to the next waiter at once.
+#[must_use = "a Turn holds a place in the queue; await it or drop it"]
+pub struct Turn<K: Eq + Hash> {
+    shared: Arc<Shared<K>>,
+    /// `None` once the turn has resolved into a guard.
+    key: Option<K>,
+    /// `None` when the key was free at call time (granted at once).
+    waiter: Option<Arc<Waiter>>,
+}
+
+// A `Turn` never pins its key in place (it only moves it into the guard), so
+// it is `Unpin` whatever the key is.
+impl<K: Eq + Hash> Unpin for Turn<K> {}
+
+impl<K: Eq + Hash> Future for Turn<K> {
+    type Output = KeyGuard<K>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<KeyGuard<K>> {
+        if let Some(waiter) = &self.waiter
+            && !waiter.is_granted()
+        {
+            waiter.waker.register(cx.waker());
+            if !waiter.is_granted() {
+                return Poll::Pending;
+            }
+        }
+        let this = &mut *self;
+        match this.key.take() {
+            Some(key) => Poll::Ready(KeyGuard {
+                shared: Arc::clone(&this.shared),
+                key: Some(key),
+            }),
+            None => panic!("`Turn` polled after it completed"),
+        }
+    }
+}
+
+impl<K: Eq + Hash> Drop for Turn<K> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return; // resolved: the guard owns the key now
+        };
+        let mut keys = self.shared.keys();
+        let mine = match &self.waiter {
+            None => true,
+            // The grant is only ever given under the mutex, so this is definitive.
+            Some(waiter) => waiter.state.load(Ordering::Relaxed) == GRANTED,
+        };
+        let next = if mine {
+            Shared::hand_off(&mut keys, &key)
+        } else {
+            if let (Some(waiter), Some(queue)) = (&self.waiter, keys.get_mut(&key)) {
+                waiter.state.store(CANCELLED, Ordering::Relaxed);
+                queue.cancelled += 1;
+                if queue.cancelled * 2 > queue.waiters.len() {
+                    queue
+                        .waiters
+                        .retain(|w| w.state.load(Ordering::Relaxed) != CANCELLED);
+                    queue.cancelled = 0;
+                }
+            }
+            None
+        };
+        drop(keys);
+        if let Some(next) = next {
+            next.waker.wake();
+        }
+    }
+}
+
+impl<K: Eq + Hash + fmt::Debug> fmt::Debug for Turn<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Turn")
+            .field("key", &self.key)
+            .field(
+                "granted",
+                &self.waiter.as_ref().is_none_or(|w| w.is_granted()),
+            )
+            .finish()
+    }
+}
+
+/// Holds one key of a [`Serializer`]; dropping it passes the key on.
+///
+/// Returned by [`Serializer::lock`] and [`Serializer::try_lock`].
+#[must_use = "the key is released as soon as the guard is dropped"]
+#[clippy::has_significant_drop]
+pub struct KeyGuard<K: Eq + Hash> {
+    shared: Arc<Shared<K>>,
+    /// Always `Some` until `drop`.
+    key: Option<K>,
+}
+
+impl<K: Eq + Hash> KeyGuard<K> {
+    /// The key this guard holds.
+    pub fn key(&self) -> &K {
+        match &self.key {
+            Some(key) => key,
+            None => unreachable!("a live KeyGuard always holds its key"),
+        }
+    }
+}
+
+impl<K: Eq + Hash> Drop for KeyGuard<K> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.shared.release(&key);
+        }
+    }
+}
+
+impl<K: Eq + Hash + fmt::Debug> fmt::Debug for KeyGuard<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyGuard").field("key", &self.key).finish()
+    }
+}
+
+static DEFAULT: LazyLock<Serializer<String>> = LazyLock::new(Serializer::new);
+
+/// The process-wide serializer behind [`serialize`].
+///
+/// # Examples
+///
+/// ```
+/// let idle = heldlock_core::default_serializer().pending_keys();
+/// # let _ = idle;
+/// ```
+pub fn default_serializer() -> &'static Serializer<String> {
+    &DEFAULT
+}
+
+/// Runs `task` after every task submitted earlier under `key` anywhere in this
+/// process, through one process-wide [`Serializer`].
+///
+/// Prefer your own [`Serializer`] when the keys belong to one component (tests
+/// then start from a clean state); use this when unrelated parts of a program
+/// must agree on one queue per key, for example per file path.
+///
+/// # Examples
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// let n = heldlock_core::serialize("/var/lib/app/state.json", async { 1 + 1 }).await;
+/// assert_eq!(n, 2);
+/// # });
+/// ```
+pub fn serialize<F>(key: impl Into<String>, task: F) -> impl Future<Output = F::Output>
+where
+    F: Future,
+{
+    DEFAULT.serialize(key.into(), task)
+}

@@ -1,0 +1,211 @@
+//! `cargo xtask bench serializer`: the keyed serializer against two baselines,
+//! a `HashMap<K, Arc<tokio::sync::Mutex<()>>>` map and the `lockable` crate.
+//!
+//! Scenarios (each task is trivial, so this measures the serialization itself):
+//! * `one_key`: 100,000 tasks submitted at once on one key, driven by `join_all`
+//!   on a current-thread tokio runtime;
+//! * `thousand_keys`: 100,000 tasks spread round-robin over 1,000 keys;
+//! * `eight_producers`: 8 spawned producers on a 2-worker multi-thread runtime,
+//!   each awaiting 12,500 tasks on one shared key in turn.
+//!
+//! Before criterion runs, a memory pass runs each scenario once under a
+//! counting allocator and prints peak heap bytes and the keys retained after
+//! the tasks drain.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use futures::future::join_all;
+use heldlock_core::Serializer;
+use lockable::{AsyncLimit, LockableHashMap};
+
+const TASKS: u64 = 100_000;
+const KEYS: u64 = 1_000;
+const PRODUCERS: u64 = 8;
+
+/// Counts live and peak heap bytes so the memory pass can report them.
+struct CountingAlloc;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's own layout and
+// pointer, which upholds `GlobalAlloc`'s contract; the counters are plain
+// atomics and never touch the allocation.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged (see the impl).
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged (see the impl).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// One way of serializing tasks per key.
+trait KeyedLock: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn new() -> Self;
+    fn run(self: &Arc<Self>, key: u64) -> impl Future<Output = ()> + Send + 'static;
+    fn retained_keys(&self) -> usize;
+}
+
+impl KeyedLock for Serializer<u64> {
+    const NAME: &'static str = "heldlock";
+    fn new() -> Self {
+        Serializer::new()
+    }
+    fn run(self: &Arc<Self>, key: u64) -> impl Future<Output = ()> + Send + 'static {
+        self.serialize(key, async move {
+            black_box(key);
+        })
+    }
+    fn retained_keys(&self) -> usize {
+        self.pending_keys()
+    }
+}
+
+/// The usual hand-rolled map of tokio mutexes (keys are never removed).
+struct TokioMutexMap(Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>);
+
+impl KeyedLock for TokioMutexMap {
+    const NAME: &'static str = "tokio_mutex_map";
+    fn new() -> Self {
+        TokioMutexMap(Mutex::new(HashMap::new()))
+    }
+    fn run(self: &Arc<Self>, key: u64) -> impl Future<Output = ()> + Send + 'static {
+        let this = Arc::clone(self);
+        async move {
+            let mutex = Arc::clone(this.0.lock().unwrap().entry(key).or_default());
+            let _guard = mutex.lock().await;
+            black_box(key);
+        }
+    }
+    fn retained_keys(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+struct Lockable(LockableHashMap<u64, ()>);
+
+impl KeyedLock for Lockable {
+    const NAME: &'static str = "lockable";
+    fn new() -> Self {
+        Lockable(LockableHashMap::new())
+    }
+    fn run(self: &Arc<Self>, key: u64) -> impl Future<Output = ()> + Send + 'static {
+        let this = Arc::clone(self);
+        async move {
+            let _guard = this
+                .0
+                .async_lock(key, AsyncLimit::no_limit())
+                .await
+                .unwrap();
+            black_box(key);
+        }
+    }
+    fn retained_keys(&self) -> usize {
+        self.0.num_entries_or_locked()
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap()
+}
+
+async fn submit_all<L: KeyedLock>(lock: &Arc<L>, keys: u64) {
+    join_all((0..TASKS).map(|i| lock.run(i % keys))).await;
+}
+
+async fn producers<L: KeyedLock>(lock: &Arc<L>) {
+    let handles: Vec<_> = (0..PRODUCERS)
+        .map(|_| {
+            let lock = Arc::clone(lock);
+            tokio::spawn(async move {
+                for _ in 0..TASKS / PRODUCERS {
+                    lock.run(0).await;
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+}
+
+fn bench_impl<L: KeyedLock>(c: &mut Criterion) {
+    let (single, multi) = (current_thread(), multi_thread());
+    let mut group = c.benchmark_group("serializer");
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements(TASKS));
+    group.bench_function(BenchmarkId::new("one_key", L::NAME), |b| {
+        b.iter(|| single.block_on(submit_all(&Arc::new(L::new()), 1)))
+    });
+    group.bench_function(BenchmarkId::new("thousand_keys", L::NAME), |b| {
+        b.iter(|| single.block_on(submit_all(&Arc::new(L::new()), KEYS)))
+    });
+    group.bench_function(BenchmarkId::new("eight_producers", L::NAME), |b| {
+        b.iter(|| multi.block_on(producers(&Arc::new(L::new()))))
+    });
+    group.finish();
+}
+
+/// Runs each scenario once and reports peak heap growth and retained keys.
+fn memory_pass<L: KeyedLock>() {
+    let (single, multi) = (current_thread(), multi_thread());
+    let measure = |name: &str, run: &dyn Fn(&Arc<L>)| {
+        let lock = Arc::new(L::new());
+        let before = LIVE.load(Ordering::Relaxed);
+        PEAK.store(before, Ordering::Relaxed);
+        run(&lock);
+        let peak = PEAK.load(Ordering::Relaxed) - before;
+        println!(
+            "memory {:<16} {:<16} peak {:>7.1} MiB, {:>5} keys retained after drain",
+            name,
+            L::NAME,
+            peak as f64 / (1024.0 * 1024.0),
+            lock.retained_keys(),
+        );
+    };
+    measure("one_key", &|l| single.block_on(submit_all(l, 1)));
+    measure("thousand_keys", &|l| single.block_on(submit_all(l, KEYS)));
+    measure("eight_producers", &|l| multi.block_on(producers(l)));
+}
+
+fn main() {
+    memory_pass::<Serializer<u64>>();
+    memory_pass::<TokioMutexMap>();
+    memory_pass::<Lockable>();
+    let mut c = Criterion::default().configure_from_args();
+    bench_impl::<Serializer<u64>>(&mut c);
+    bench_impl::<TokioMutexMap>(&mut c);
+    bench_impl::<Lockable>(&mut c);
+    c.final_summary();
+}

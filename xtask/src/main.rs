@@ -1,0 +1,108 @@
+//! `cargo xtask <task>`: the one entry point for CI and measurements.
+//!
+//! * `ci`: format check, clippy, the README's test command, docs, cargo-deny.
+//! * `bench [serializer|lock|...]`: criterion benchmarks.
+//! * `deny`: cargo-deny (licenses, bans, sources), installing it if missing.
+
+use std::env;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// The README's test command; CI runs exactly this.
+const TEST_COMMAND: &[&str] = &["test", "--workspace", "--locked"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
+        Some("deny") => deny(),
+        Some("help" | "--help" | "-h") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci                  fmt --check, clippy -D warnings, tests, docs, cargo-deny
+  bench [NAME...]     criterion benchmarks (serializer, ...); all when no name is given
+  deny                cargo deny check licenses bans sources";
+
+fn ci() -> Result<(), String> {
+    let started = Instant::now();
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    cargo(TEST_COMMAND, &[])?;
+    cargo(
+        &["doc", "--workspace", "--no-deps", "--locked"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    deny()?;
+    println!(
+        "xtask ci: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn bench(names: &[String]) -> Result<(), String> {
+    let mut args = vec!["bench", "--package", "heldlock-tests", "--locked"];
+    for name in names {
+        args.push("--bench");
+        args.push(name);
+    }
+    cargo(&args, &[])
+}
+
+fn deny() -> Result<(), String> {
+    let installed = Command::new("cargo")
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !installed {
+        cargo(&["install", "--locked", "cargo-deny"], &[])?;
+    }
+    cargo(&["deny", "check", "licenses", "bans", "sources"], &[])
+}
+
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    let shown = format!("cargo {}", args.join(" "));
+    println!("xtask: $ {shown}");
+    let started = Instant::now();
+    let status = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .envs(envs.iter().copied())
+        .status()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    println!(
+        "xtask: `{shown}` took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}

@@ -1,8 +1,5 @@
-//! The async-std adapter of heldlock: a `Clock` on async-std's timers, the
-//! heartbeat as an async-std task, and the `FileLock` API. (Arrives with the
-//! held-lock work.)
-//!
-//! It re-exports the runtime-agnostic parts of `heldlock-core`:
+//! The async-std adapter of heldlock: [`AsyncStdRuntime`] gives the core
+//! async-std's clock and runs each held lock's heartbeat as an async-std task.
 //!
 //! ```
 //! # async_std::task::block_on(async {
@@ -12,4 +9,10 @@
 //! ```
 #![warn(missing_docs)]
 
-pub use heldlock_core::{KeyGuard, Serializer, Turn, default_serializer, serialize};
+mod runtime;
+
+pub use heldlock_core::{
+    Error, HeldLock, KeyGuard, Lock, LockOptions, LockState, Serializer, Turn, default_serializer,
+    serialize,
+};
+pub use runtime::AsyncStdRuntime;

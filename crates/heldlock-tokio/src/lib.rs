@@ -1,7 +1,5 @@
-//! The tokio adapter of heldlock: a `Clock` on tokio's time, the heartbeat as
-//! a tokio task, and the `FileLock` API. (Arrives with the held-lock work.)
-//!
-//! It re-exports the runtime-agnostic parts of `heldlock-core`:
+//! The tokio adapter of heldlock: [`TokioRuntime`] gives the core tokio's
+//! clock and runs each held lock's heartbeat as a tokio task.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -11,4 +9,10 @@
 //! ```
 #![warn(missing_docs)]
 
-pub use heldlock_core::{KeyGuard, Serializer, Turn, default_serializer, serialize};
+mod runtime;
+
+pub use heldlock_core::{
+    Error, HeldLock, KeyGuard, Lock, LockOptions, LockState, Serializer, Turn, default_serializer,
+    serialize,
+};
+pub use runtime::TokioRuntime;

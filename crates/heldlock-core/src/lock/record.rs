@@ -1,0 +1,165 @@
+//! What a holder says about itself, and what a contender observes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use uuid::Uuid;
+
+/// The identity of one acquisition: a random UUID, written into the lock
+/// record, and checked before every refresh and release.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OwnerId(Arc<str>);
+
+impl OwnerId {
+    /// A fresh random owner id (UUID v4).
+    pub fn random() -> Self {
+        OwnerId(Uuid::new_v4().hyphenated().to_string().into())
+    }
+
+    /// An owner id as read from a record (any non-empty text without white space).
+    pub fn from_record(text: &str) -> Option<Self> {
+        (!text.is_empty() && !text.contains(char::is_whitespace)).then(|| OwnerId(text.into()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OwnerId({})", self.0)
+    }
+}
+
+/// The record a holder writes into its lock: who it is and when it took the
+/// lock, plus optional facts that let a contender on the same host judge
+/// whether the holder is still alive.
+///
+/// On the file system it is one line, `<pid> <owner> <RFC 3339 UTC time>`
+/// followed by optional `key=value` fields; see `heldlock-fs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockRecord {
+    /// The holder's process id.
+    pub pid: u32,
+    /// The holder's owner id.
+    pub owner: OwnerId,
+    /// When the lock was taken, by the holder's wall clock.
+    pub acquired_at: SystemTime,
+    /// Optional `key=value` fields (`host`, `boot`, `pidns`, `start`, ...), in
+    /// the order they were written.
+    pub fields: Vec<(String, String)>,
+}
+
+impl LockRecord {
+    /// A record for this process with a fresh owner id, stamped `now`.
+    pub fn for_this_process(now: SystemTime) -> Self {
+        LockRecord {
+            pid: std::process::id(),
+            owner: OwnerId::random(),
+            acquired_at: now,
+            fields: Vec::new(),
+        }
+    }
+
+    /// The value of field `key`, if present.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Who holds a lock, as far as its record tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// A record heldlock (or the reference implementation) wrote.
+    Record(LockRecord),
+    /// Content that does not parse as a record: somebody else's lock, which is
+    /// only ever broken by age. `summary` is a short, printable excerpt.
+    Foreign {
+        /// A short, printable excerpt of the content, for messages.
+        summary: String,
+    },
+}
+
+impl Holder {
+    /// The record, when the content parsed as one.
+    pub fn record(&self) -> Option<&LockRecord> {
+        match self {
+            Holder::Record(record) => Some(record),
+            Holder::Foreign { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Holder::Record(r) => {
+                write!(f, "pid {}", r.pid)?;
+                if let Some(host) = r.field("host") {
+                    write!(f, " on {host}")?;
+                }
+                write!(f, " (owner {})", r.owner)
+            }
+            Holder::Foreign { summary } => write!(f, "an unrecognised lock ({summary:?})"),
+        }
+    }
+}
+
+/// A backend-defined token that names one exact lock instance and content.
+///
+/// Two observations with equal identities saw the same lock (for files: the
+/// same inode with the same content). Backends build it from whatever they
+/// can compare; the core only compares it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Identity(Arc<[u8]>);
+
+impl Identity {
+    /// An identity from the backend's own bytes.
+    pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
+        Identity(bytes.into())
+    }
+
+    /// The bytes the backend built it from.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({} bytes)", self.0.len())
+    }
+}
+
+/// One look at a present lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// What its record says.
+    pub holder: Holder,
+    /// Which exact lock instance and content this is.
+    pub identity: Identity,
+    /// When its holder last refreshed it (acquired or heartbeat), by the
+    /// stamp the backend keeps (a file's mtime).
+    pub refreshed_at: SystemTime,
+}
+
+/// The result of [`LockBackend::inspect`](crate::LockBackend::inspect).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inspection {
+    /// Nobody holds the lock.
+    Absent,
+    /// Somebody holds it.
+    Present(Observed),
+}

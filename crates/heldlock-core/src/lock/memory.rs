@@ -1,6 +1,7 @@
 //! A lock backend in memory: for tests, and for locks shared only between
 //! the tasks of one process.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -11,8 +12,9 @@ use super::record::{Holder, Identity, Inspection, LockRecord, Observed, OwnerId}
 
 /// A [`LockBackend`] whose lock lives in memory.
 ///
-/// Clones share one lock, so several `Lock`s over clones of one
-/// `MemoryBackend` contend as separate processes would. The methods
+/// Clones share one lock and act as separate processes: each handle owns only
+/// the lock instances it created itself, so a record copied by another handle
+/// is never taken for ours. The methods
 /// [`replace`](Self::replace) and [`set_refreshed_at`](Self::set_refreshed_at)
 /// let tests act as a peer that rewrites or ages the lock.
 ///
@@ -31,10 +33,28 @@ use super::record::{Holder, Identity, Inspection, LockRecord, Observed, OwnerId}
 /// # Ok::<(), heldlock_core::BackendError>(())
 /// # }).unwrap();
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct MemoryBackend {
     name: Arc<str>,
     slot: Arc<Mutex<Slot>>,
+    /// This handle's id: the creator recorded in the instances it creates.
+    handle: u64,
+}
+
+fn next_handle() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Clone for MemoryBackend {
+    /// Another handle on the same lock, as another process would have.
+    fn clone(&self) -> Self {
+        MemoryBackend {
+            name: Arc::clone(&self.name),
+            slot: Arc::clone(&self.slot),
+            handle: next_handle(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +67,8 @@ struct Slot {
 #[derive(Debug)]
 struct Entry {
     generation: u64,
+    /// The handle that created this instance (`None`: put in place by a test).
+    creator: Option<u64>,
     holder: Holder,
     refreshed_at: SystemTime,
 }
@@ -60,8 +82,8 @@ impl Entry {
         }
     }
 
-    fn owned_by(&self, owner: &OwnerId) -> bool {
-        self.holder.record().is_some_and(|r| &r.owner == owner)
+    fn owned_by(&self, owner: &OwnerId, handle: u64) -> bool {
+        self.creator == Some(handle) && self.holder.record().is_some_and(|r| &r.owner == owner)
     }
 }
 
@@ -71,6 +93,7 @@ impl MemoryBackend {
         MemoryBackend {
             name: name.into().into(),
             slot: Arc::new(Mutex::new(Slot::default())),
+            handle: next_handle(),
         }
     }
 
@@ -85,6 +108,7 @@ impl MemoryBackend {
         slot.generation += 1;
         slot.lock = Some(Entry {
             generation: slot.generation,
+            creator: None,
             holder,
             refreshed_at,
         });
@@ -107,7 +131,7 @@ impl MemoryBackend {
         let mut slot = self.slot();
         match &slot.lock {
             None => Released::Absent,
-            Some(entry) if entry.owned_by(owner) => {
+            Some(entry) if entry.owned_by(owner, self.handle) => {
                 slot.lock = None;
                 Released::Released
             }
@@ -130,6 +154,7 @@ impl LockBackend for MemoryBackend {
         slot.generation += 1;
         slot.lock = Some(Entry {
             generation: slot.generation,
+            creator: Some(self.handle),
             holder: Holder::Record(record.clone()),
             refreshed_at: record.acquired_at,
         });
@@ -145,7 +170,7 @@ impl LockBackend for MemoryBackend {
 
     async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
         Ok(match self.slot().lock.as_mut() {
-            Some(entry) if entry.owned_by(owner) => {
+            Some(entry) if entry.owned_by(owner, self.handle) => {
                 entry.refreshed_at = now;
                 Refreshed::Refreshed
             }

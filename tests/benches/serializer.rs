@@ -16,7 +16,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -33,6 +33,10 @@ struct CountingAlloc;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Counting is on only during the memory pass: shared atomic counters on every
+/// allocation would slow down, under contention, whichever implementation
+/// allocates more, and distort the timings.
+static COUNTING: AtomicBool = AtomicBool::new(false);
 
 // SAFETY: every method forwards to `System` with the caller's own layout and
 // pointer, which upholds `GlobalAlloc`'s contract; the counters are plain
@@ -42,7 +46,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded unchanged (see the impl).
         let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
+        if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
             let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK.fetch_max(live, Ordering::Relaxed);
         }
@@ -50,7 +54,9 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
         // SAFETY: forwarded unchanged (see the impl).
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -182,15 +188,19 @@ fn memory_pass<L: KeyedLock>() {
     let (single, multi) = (current_thread(), multi_thread());
     let measure = |name: &str, run: &dyn Fn(&Arc<L>)| {
         let lock = Arc::new(L::new());
-        let before = LIVE.load(Ordering::Relaxed);
-        PEAK.store(before, Ordering::Relaxed);
+        // Frees of memory allocated before counting began may drive LIVE
+        // below its start; it wraps, which `wrapping_sub` undoes.
+        LIVE.store(0, Ordering::Relaxed);
+        PEAK.store(0, Ordering::Relaxed);
+        COUNTING.store(true, Ordering::Relaxed);
         run(&lock);
-        let peak = PEAK.load(Ordering::Relaxed) - before;
+        COUNTING.store(false, Ordering::Relaxed);
+        let peak = PEAK.load(Ordering::Relaxed);
         println!(
-            "memory {:<16} {:<16} peak {:>7.1} MiB, {:>5} keys retained after drain",
+            "memory {:<16} {:<16} peak {:>9.1} KiB, {:>5} keys retained after drain",
             name,
             L::NAME,
-            peak as f64 / (1024.0 * 1024.0),
+            peak as f64 / 1024.0,
             lock.retained_keys(),
         );
     };

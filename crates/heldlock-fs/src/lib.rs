@@ -1,7 +1,77 @@
-//! The heldlock lock-file protocol.
+//! The heldlock lock-file protocol: a held cross-process lock as a file.
 //!
-//! `FsBackend` implements `heldlock_core`'s `LockBackend` on a POSIX file
-//! system: `O_EXCL` create, rename to trash, `link` to restore. It runs over a
-//! small `Vfs` trait so the same protocol code runs on the real file system and
-//! on the simulated one of `heldlock-sim`. (Arrives with the held-lock work.)
+//! [`FsBackend`] implements [`heldlock_core::LockBackend`] for one lock path
+//! on a POSIX file system, and [`FileLock`] puts it under the core's policy
+//! (waiting, stale breaking, heartbeats, release on drop) for any runtime.
+//! Most programs use `FileLock` through the `heldlock` facade or a runtime
+//! adapter (`heldlock_tokio::FileLock`); use this crate directly to drive the
+//! protocol steps yourself or to run them over another [`Vfs`].
+//!
+//! ```
+//! use std::time::SystemTime;
+//!
+//! use heldlock_core::{Created, Inspection, LockBackend, LockRecord, Released};
+//! use heldlock_fs::FsBackend;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # futures::executor::block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let backend = FsBackend::new(dir.path().join("state/db.lock"))?;
+//!
+//! let record = LockRecord::for_this_process(SystemTime::now());
+//! assert_eq!(backend.try_create(&record).await?, Created::Created);
+//! assert_eq!(backend.try_create(&record).await?, Created::Exists);
+//!
+//! let Inspection::Present(observed) = backend.inspect().await? else {
+//!     panic!("the lock should be there");
+//! };
+//! let holder = observed.holder.record().map(|r| &r.owner);
+//! assert_eq!(holder, Some(&record.owner));
+//!
+//! assert_eq!(backend.release(&record.owner).await?, Released::Released);
+//! assert_eq!(backend.inspect().await?, Inspection::Absent);
+//! # Ok(())
+//! # })
+//! # }
+//! ```
+//!
+//! # The protocol
+//!
+//! * **record**: one line, `<pid> <owner> <RFC 3339 UTC time>` and optional
+//!   `key=value` fields (see [`record`]). Content that does not parse is a
+//!   foreign lock, breakable by age only; reads are capped at
+//!   [`MAX_READ`] bytes.
+//! * **create**: `mkdir -p` the parent, `open(O_CREAT | O_EXCL | O_NOFOLLOW)`,
+//!   write the record, stamp the mtime with the record's `acquired_at`,
+//!   `fsync` if [asked](FsBackend::sync_writes), keep the descriptor. A
+//!   half-written file is removed again.
+//! * **inspect**: `lstat`, then (regular files only) open, `fstat` and read.
+//!   Identity = device, inode, birth time where the file system reports it
+//!   (inode numbers are reused), size and content; stamp = mtime.
+//! * **ownership**: the path names the inode we created *and* that inode's
+//!   record names our owner. `refresh` checks both, stamps the inode through
+//!   its descriptor (`futimens`) and checks both again, so a replacement is
+//!   never kept fresh.
+//! * **break and release**: rename to an unguessable trash name beside the
+//!   lock, verify the moved inode, then `unlink` it or put it back with
+//!   `link`, which never replaces a newer lock. No trash is left behind.
+//! * a symbolic link at the lock path is treated as a foreign lock and is
+//!   never followed; breaking it removes the link, never its target.
+//!
+//! A process of the reference TypeScript implementation and a heldlock
+//! process contending on one path exclude each other: both create with
+//! `O_EXCL`, write the same record format and move locks aside the same way.
+//!
+//! This crate is Unix-only.
 #![warn(missing_docs)]
+
+mod backend;
+mod error;
+mod file_lock;
+pub mod record;
+mod vfs;
+
+pub use backend::{FsBackend, MAX_READ};
+pub use error::FsError;
+pub use file_lock::FileLock;
+pub use vfs::{FileKind, Meta, RealFile, RealFs, Vfs, VfsFile};

@@ -1,0 +1,148 @@
+//! `FileLock`: the held lock on one lock file, for any runtime.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use heldlock_core::{Error, HeldLock, Inspection, Lock, LockOptions, LockState, Runtime, Timing};
+
+use crate::backend::FsBackend;
+
+/// A held lock on one lock file: created with `O_EXCL`, kept fresh by a
+/// heartbeat while held, broken safely once its holder is judged dead, and
+/// removed only while it is still ours.
+///
+/// `R` is the runtime that gives the lock its clock and runs its heartbeat;
+/// the adapter crates name it for you (`heldlock_tokio::FileLock` is
+/// `FileLock<TokioRuntime>`).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use heldlock_core::{LockOptions, ManualClock};
+/// use heldlock_fs::FileLock;
+///
+/// # futures::executor::block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let lock = FileLock::<ManualClock>::new(dir.path().join("db.lock"), LockOptions::new(Duration::from_secs(30)))?;
+/// let held = lock.acquire().await?;
+/// assert!(held.refresh().await?);
+/// held.release().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct FileLock<R> {
+    lock: Lock,
+    path: PathBuf,
+    runtime: PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime + Default> FileLock<R> {
+    /// A lock on the file at `path` (created on acquire, with its missing
+    /// parent directories).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidResource`] for an empty path or one that names no file;
+    /// [`Error::Options`] for invalid options.
+    pub fn new(path: impl AsRef<Path>, options: LockOptions) -> Result<Self, Error> {
+        Self::with_runtime(path, options, R::default())
+    }
+}
+
+impl<R: Runtime> FileLock<R> {
+    /// As [`new`](Self::new), with an explicit runtime value.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn with_runtime(
+        path: impl AsRef<Path>,
+        options: LockOptions,
+        runtime: R,
+    ) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        let backend = FsBackend::new(&path)?;
+        let lock = Lock::new(Arc::new(backend), Arc::new(runtime), options)?;
+        Ok(FileLock {
+            lock,
+            path,
+            runtime: PhantomData,
+        })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The validated timings.
+    pub fn timing(&self) -> Timing {
+        self.lock.timing()
+    }
+
+    /// The runtime-agnostic lock underneath.
+    pub fn as_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    /// Waits up to `max_wait` for the lock; see [`Lock::acquire`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] naming the path, the holder and the time waited;
+    /// [`Error::Backend`] when a file-system step failed.
+    pub async fn acquire(&self) -> Result<HeldLock, Error> {
+        self.lock.acquire().await
+    }
+
+    /// Tries once without waiting; see [`Lock::try_acquire`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when a file-system step failed.
+    pub async fn try_acquire(&self) -> Result<Option<HeldLock>, Error> {
+        self.lock.try_acquire().await
+    }
+
+    /// Runs `task` under the lock, or unlocked (best effort) when the lock
+    /// cannot be had; see [`Lock::with_lock`].
+    pub async fn with_lock<F, Fut, T>(&self, task: F) -> T
+    where
+        F: FnOnce(LockState) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.lock.with_lock(task).await
+    }
+
+    /// Looks at the lock file without touching it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the file could not be read.
+    pub async fn inspect(&self) -> Result<Inspection, Error> {
+        self.lock.inspect().await
+    }
+}
+
+impl<R> Clone for FileLock<R> {
+    fn clone(&self) -> Self {
+        FileLock {
+            lock: self.lock.clone(),
+            path: self.path.clone(),
+            runtime: PhantomData,
+        }
+    }
+}
+
+impl<R> fmt::Debug for FileLock<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileLock")
+            .field("path", &self.path)
+            .field("timing", &self.lock.timing())
+            .finish()
+    }
+}

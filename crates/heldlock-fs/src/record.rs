@@ -1,0 +1,361 @@
+//! The text form of a [`LockRecord`] inside a lock file.
+//!
+//! One line: `<pid> <owner> <time>`, then optional ` key=value` fields, then
+//! `\n`. `<time>` is RFC 3339 UTC with milliseconds and a `Z`, as JavaScript's
+//! `Date.prototype.toISOString()` writes it (`2026-11-27T10:57:20.123Z`), so a
+//! file written by the reference implementation
+//! (`${process.pid} ${randomUUID()} ${new Date().toISOString()}\n`) decodes
+//! as a record, and a reference process reading ours finds its owner id in the
+//! second field.
+//!
+//! Anything that does not decode is a foreign lock: it is shown through
+//! [`summary`] and only ever broken by age.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use heldlock_core::{LockRecord, OwnerId};
+
+/// The latest instant the record's time format can express:
+/// 9999-12-31T23:59:59.999Z. Later stamps are written as this one.
+const LATEST_WRITABLE: Duration = Duration::from_millis(253_402_300_799_999);
+
+/// The longest excerpt [`summary`] returns, in characters.
+const SUMMARY_CHARS: usize = 80;
+
+/// Encodes `record` as one line of text, ending with `\n`.
+///
+/// Fields that cannot be written so that [`decode`] reads them back
+/// unchanged (see [`is_valid_field`]) are **left out** rather than
+/// mangled: a field is a hint for liveness checks, and a wrong hint is worse
+/// than none. Each omission is logged at `debug` level.
+///
+/// The time is written with millisecond precision (finer precision is
+/// truncated) and clamped to the range the format can express: times before
+/// 1970 are written as the Unix epoch, times after the year 9999 as its last
+/// millisecond. Encoding never panics.
+pub fn encode(record: &LockRecord) -> String {
+    let mut line = format!(
+        "{} {} {}",
+        record.pid,
+        record.owner,
+        humantime::format_rfc3339_millis(writable_time(record.acquired_at))
+    );
+    for (key, value) in &record.fields {
+        if is_valid_field(key, value) {
+            line.push(' ');
+            line.push_str(key);
+            line.push('=');
+            line.push_str(value);
+        } else {
+            tracing::debug!(
+                key = key.escape_debug().to_string(),
+                "lock record field left out: keys and values must not contain white space \
+                 and keys must be non-empty and contain no '='"
+            );
+        }
+    }
+    line.push('\n');
+    line
+}
+
+/// Decodes the content of a lock file.
+///
+/// Returns `None` for anything that is not a record: bytes that are not
+/// UTF-8, fewer than three space-separated fields, a pid that is not a
+/// decimal `u32`, an empty owner, a time that is not RFC 3339 UTC, a trailing
+/// field that is not `key=value`, leading white space, or a second line.
+/// Trailing white space (the final `\n`, a `\r\n`) is tolerated. Decoding
+/// never panics, whatever the input.
+pub fn decode(bytes: &[u8]) -> Option<LockRecord> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    // Fields are separated by exactly one space: a tab or a newline inside
+    // the line ends up inside a token, where every token check refuses it.
+    let mut tokens = text.trim_end().split(' ');
+    let pid = decode_pid(tokens.next()?)?;
+    let owner = OwnerId::from_record(tokens.next()?)?;
+    let time = tokens.next()?;
+    if time.contains(char::is_whitespace) {
+        return None;
+    }
+    let acquired_at = humantime::parse_rfc3339(time).ok()?;
+    let fields = tokens
+        .map(decode_field)
+        .collect::<Option<Vec<(String, String)>>>()?;
+    Some(LockRecord {
+        pid,
+        owner,
+        acquired_at,
+        fields,
+    })
+}
+
+/// Whether `key=value` can be written into a record and read back unchanged:
+/// the key is non-empty and contains neither white space nor `=`; the value
+/// contains no white space (it may be empty and may contain `=`).
+pub fn is_valid_field(key: &str, value: &str) -> bool {
+    !key.is_empty()
+        && !key.contains(|c: char| c.is_whitespace() || c == '=')
+        && !value.contains(char::is_whitespace)
+}
+
+/// A short printable excerpt of a lock file's content, for
+/// [`Holder::Foreign`](heldlock_core::Holder::Foreign) and messages.
+///
+/// At most 80 characters. Invalid UTF-8 is replaced by `U+FFFD`; control
+/// characters and the invisible characters that reorder or hide text in a
+/// terminal are escaped (`\n`, `\u{202e}`); a cut excerpt ends with `…`.
+pub fn summary(bytes: &[u8]) -> String {
+    // Each byte yields at least one character, so this many bytes are always
+    // enough to fill the excerpt; the cap bounds the work on large content.
+    let head = &bytes[..bytes.len().min(SUMMARY_CHARS * 4)];
+    let mut pieces = Vec::new();
+    let mut chars = 0;
+    for c in String::from_utf8_lossy(head).chars() {
+        let piece = if needs_escape(c) {
+            c.escape_default().to_string()
+        } else {
+            c.to_string()
+        };
+        chars += piece.chars().count();
+        pieces.push(piece);
+        if chars > SUMMARY_CHARS {
+            break;
+        }
+    }
+    let fits = chars <= SUMMARY_CHARS && head.len() == bytes.len();
+    let budget = if fits {
+        SUMMARY_CHARS
+    } else {
+        SUMMARY_CHARS - 1
+    };
+    let mut out = String::new();
+    let mut used = 0;
+    for piece in &pieces {
+        let n = piece.chars().count();
+        if used + n > budget {
+            break;
+        }
+        out.push_str(piece);
+        used += n;
+    }
+    if !fits {
+        out.push('…');
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+fn writable_time(time: SystemTime) -> SystemTime {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(since) if since <= LATEST_WRITABLE => time,
+        Ok(_) => UNIX_EPOCH + LATEST_WRITABLE,
+        Err(_) => UNIX_EPOCH,
+    }
+}
+
+fn decode_pid(token: &str) -> Option<u32> {
+    // `u32::from_str` alone would also take "+42".
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+fn decode_field(token: &str) -> Option<(String, String)> {
+    let (key, value) = token.split_once('=')?;
+    is_valid_field(key, value).then(|| (key.to_owned(), value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(fields: &[(&str, &str)]) -> LockRecord {
+        LockRecord {
+            pid: 4242,
+            owner: OwnerId::random(),
+            acquired_at: UNIX_EPOCH + Duration::from_millis(1_795_777_040_123),
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn round_trip_without_and_with_fields() {
+        for fields in [
+            &[][..],
+            &[("host", "db-1"), ("boot", "a=b"), ("empty", "")][..],
+        ] {
+            let original = record(fields);
+            let text = encode(&original);
+            assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+            assert_eq!(decode(text.as_bytes()), Some(original));
+        }
+    }
+
+    #[test]
+    fn encode_writes_the_reference_time_format() {
+        let text = encode(&record(&[]));
+        let time = text.trim_end().split(' ').nth(2);
+        assert_eq!(time, Some("2026-11-27T10:57:20.123Z"));
+    }
+
+    #[test]
+    fn decode_accepts_exactly_what_the_reference_writes() {
+        let text = "81234 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-27T10:57:20.123Z\n";
+        let record = decode(text.as_bytes());
+        let record = record.as_ref();
+        assert_eq!(record.map(|r| r.pid), Some(81234));
+        assert_eq!(
+            record.map(|r| r.owner.as_str()),
+            Some("0f8fad5b-d9cb-469f-a165-70867728950e")
+        );
+        assert_eq!(
+            record.map(|r| r.acquired_at),
+            Some(UNIX_EPOCH + Duration::from_millis(1_795_777_040_123))
+        );
+        assert_eq!(record.map(|r| r.fields.len()), Some(0));
+    }
+
+    #[test]
+    fn decode_tolerates_trailing_white_space_only() {
+        let base = "1 owner 2026-11-27T10:57:20.123Z";
+        for ok in ["", "\n", "\r\n", "  \n\n", "\t"] {
+            assert!(decode(format!("{base}{ok}").as_bytes()).is_some(), "{ok:?}");
+        }
+        for bad in [
+            format!(" {base}"),
+            format!("{base}\n{base}\n"),
+            base.replace(' ', "  "),
+            base.replace(' ', "\t"),
+        ] {
+            assert_eq!(decode(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn decode_refuses_malformed_records() {
+        for bad in [
+            "",
+            "1 owner",
+            "x owner 2026-11-27T10:57:20.123Z",
+            "+1 owner 2026-11-27T10:57:20.123Z",
+            "-1 owner 2026-11-27T10:57:20.123Z",
+            "4294967296 owner 2026-11-27T10:57:20.123Z",
+            "1  2026-11-27T10:57:20.123Z",
+            "1 owner 2026-11-27 10:57:20.123Z",
+            "1 owner 2026-11-27T10:57:20.123+02:00",
+            "1 owner 2026-13-27T10:57:20.123Z",
+            "1 owner yesterday",
+            "1 owner 2026-11-27T10:57:20.123Z host",
+            "1 owner 2026-11-27T10:57:20.123Z =v",
+            "1 owner 2026-11-27T10:57:20.123Z k=v  x=y",
+        ] {
+            assert_eq!(decode(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(decode(b"1 \xff 2026-11-27T10:57:20.123Z"), None);
+    }
+
+    #[test]
+    fn encode_leaves_out_fields_it_cannot_write() {
+        let original = record(&[
+            ("ok", "1"),
+            ("bad key", "1"),
+            ("k=ey", "1"),
+            ("", "1"),
+            ("v", "two words"),
+            ("nl", "a\nb"),
+        ]);
+        let decoded = decode(encode(&original).as_bytes());
+        let fields = decoded.map(|r| r.fields);
+        assert_eq!(fields, Some(vec![("ok".to_owned(), "1".to_owned())]));
+    }
+
+    #[test]
+    fn encode_clamps_times_it_cannot_express() {
+        let mut early = record(&[]);
+        early.acquired_at = UNIX_EPOCH - Duration::from_secs(1);
+        assert!(encode(&early).contains(" 1970-01-01T00:00:00.000Z"));
+        let mut late = record(&[]);
+        late.acquired_at = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        let text = encode(&late);
+        assert!(text.contains(" 9999-12-31T23:59:59.999Z"), "{text}");
+        assert!(decode(text.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn summary_is_short_printable_and_lossy() {
+        assert_eq!(summary(b"held by cron\n"), "held by cron\\n");
+        assert_eq!(summary(b"a\xffb\0"), "a\u{fffd}b\\u{0}");
+        assert_eq!(summary("x\u{202e}y".as_bytes()), "x\\u{202e}y");
+        let long = summary(&[b'z'; 10_000]);
+        assert_eq!(long.chars().count(), 80);
+        assert!(long.ends_with('…'));
+        let exact = summary(&[b'z'; 80]);
+        assert_eq!(exact, "z".repeat(80));
+        let escapes = summary(&[0u8; 100]);
+        assert!(escapes.chars().count() <= 80 && escapes.ends_with('…'));
+        assert!(!escapes.contains('\0'));
+    }
+
+    /// A small deterministic generator (xorshift), so the junk is the same
+    /// on every run and a failure can be replayed.
+    fn junk(seed: &mut u64) -> Vec<u8> {
+        let mut next = || {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed
+        };
+        let len = (next() % 96) as usize;
+        let alphabet = b"0123456789 -:.TZ=+\n\t\xff\xc3abc";
+        (0..len)
+            .map(|_| {
+                let r = next();
+                if r % 4 == 0 {
+                    (r >> 8) as u8
+                } else {
+                    alphabet[(r >> 8) as usize % alphabet.len()]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decode_and_summary_never_panic_on_junk() {
+        let valid = encode(&record(&[("host", "h")])).into_bytes();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut inputs: Vec<Vec<u8>> = (0..20_000).map(|_| junk(&mut seed)).collect();
+        // Every prefix and every single-byte corruption of a valid record.
+        for end in 0..=valid.len() {
+            inputs.push(valid[..end].to_vec());
+        }
+        for at in 0..valid.len() {
+            for byte in [0u8, b' ', b'\n', b'=', b'9', 0x80, 0xff] {
+                let mut v = valid.clone();
+                v[at] = byte;
+                inputs.push(v);
+            }
+        }
+        let mut decoded = 0;
+        for input in &inputs {
+            if let Some(r) = decode(input) {
+                decoded += 1;
+                // Whatever decodes must survive a round trip.
+                assert_eq!(
+                    decode(encode(&r).as_bytes()).map(|d| d.owner),
+                    Some(r.owner)
+                );
+            }
+            assert!(summary(input).chars().count() <= 80);
+        }
+        assert!(decoded > 0, "the corpus should contain some valid records");
+    }
+}

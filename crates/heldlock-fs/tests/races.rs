@@ -1,0 +1,544 @@
+//! The protocol's safeguards against a contender acting *between* two of its
+//! system calls, driven by a `Vfs` that runs a hook before a chosen call.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use heldlock_core::{Broke, Created, Holder, LockBackend, Refreshed, Released, Step};
+use heldlock_fs::{FsBackend, Meta, RealFile, RealFs, Vfs, VfsFile, record};
+use support::*;
+
+type Action = Box<dyn FnOnce() + Send>;
+
+enum Hook {
+    Run(Action),
+    Fail(io::ErrorKind),
+}
+
+#[derive(Default)]
+struct Plan {
+    /// (operation, calls of it still to let through, what to do then)
+    hooks: Vec<(&'static str, usize, Hook)>,
+    log: Vec<&'static str>,
+}
+
+/// The real file system, with hooks that run before (or replace) the n-th
+/// call of an operation. Its futures are ready at once, but it does not
+/// claim `BLOCKING_OK`.
+#[derive(Clone, Default)]
+struct Hooked {
+    plan: Arc<Mutex<Plan>>,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hooked")
+    }
+}
+
+impl Hooked {
+    /// Runs `action` just before the `nth` (1-based) next call of `op`.
+    fn before(&self, op: &'static str, nth: usize, action: impl FnOnce() + Send + 'static) {
+        let hook = (op, nth - 1, Hook::Run(Box::new(action)));
+        self.plan.lock().unwrap().hooks.push(hook);
+    }
+
+    /// Makes the `nth` next call of `op` fail with `kind` instead of running.
+    fn fail(&self, op: &'static str, nth: usize, kind: io::ErrorKind) {
+        let hook = (op, nth - 1, Hook::Fail(kind));
+        self.plan.lock().unwrap().hooks.push(hook);
+    }
+
+    fn log(&self) -> Vec<&'static str> {
+        self.plan.lock().unwrap().log.clone()
+    }
+
+    fn fire(&self, op: &'static str) -> io::Result<()> {
+        let due = {
+            let mut plan = self.plan.lock().unwrap();
+            plan.log.push(op);
+            let mut due = None;
+            let mut i = 0;
+            while i < plan.hooks.len() {
+                if plan.hooks[i].0 != op {
+                    i += 1;
+                } else if plan.hooks[i].1 > 0 {
+                    plan.hooks[i].1 -= 1;
+                    i += 1;
+                } else if due.is_none() {
+                    due = Some(plan.hooks.remove(i).2);
+                } else {
+                    i += 1;
+                }
+            }
+            due
+        };
+        match due {
+            Some(Hook::Run(action)) => {
+                action();
+                Ok(())
+            }
+            Some(Hook::Fail(kind)) => Err(io::Error::new(kind, format!("injected {op} failure"))),
+            None => Ok(()),
+        }
+    }
+
+    fn op<T: Send>(
+        &self,
+        name: &'static str,
+        call: impl Future<Output = io::Result<T>> + Send,
+    ) -> impl Future<Output = io::Result<T>> + Send {
+        let fired = self.fire(name);
+        async move {
+            fired?;
+            call.await
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HookedFile {
+    inner: RealFile,
+    hooks: Hooked,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Plan")
+    }
+}
+
+impl Vfs for Hooked {
+    type File = HookedFile;
+
+    fn create_dir_all(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        self.op("create_dir_all", RealFs.create_dir_all(path))
+    }
+    fn create_new(&self, path: &Path) -> impl Future<Output = io::Result<HookedFile>> + Send {
+        let hooks = self.clone();
+        let open = self.op("create_new", RealFs.create_new(path));
+        async move {
+            Ok(HookedFile {
+                inner: open.await?,
+                hooks,
+            })
+        }
+    }
+    fn open_read(&self, path: &Path) -> impl Future<Output = io::Result<HookedFile>> + Send {
+        let hooks = self.clone();
+        let open = self.op("open_read", RealFs.open_read(path));
+        async move {
+            Ok(HookedFile {
+                inner: open.await?,
+                hooks,
+            })
+        }
+    }
+    fn lstat(&self, path: &Path) -> impl Future<Output = io::Result<Meta>> + Send {
+        self.op("lstat", RealFs.lstat(path))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        self.op("rename", RealFs.rename(from, to))
+    }
+    fn link(&self, from: &Path, to: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        self.op("link", RealFs.link(from, to))
+    }
+    fn unlink(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        self.op("unlink", RealFs.unlink(path))
+    }
+}
+
+// The hooks must run before the real call, so each real call is made lazily
+// inside the returned future, after `fire`.
+impl VfsFile for HookedFile {
+    fn write_all(&self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
+        let fired = self.hooks.fire("write_all");
+        async move {
+            fired?;
+            self.inner.write_all(bytes).await
+        }
+    }
+    fn read_capped(&self, max: usize) -> impl Future<Output = io::Result<Vec<u8>>> + Send {
+        let fired = self.hooks.fire("read_capped");
+        async move {
+            fired?;
+            self.inner.read_capped(max).await
+        }
+    }
+    fn fstat(&self) -> impl Future<Output = io::Result<Meta>> + Send {
+        let fired = self.hooks.fire("fstat");
+        async move {
+            fired?;
+            self.inner.fstat().await
+        }
+    }
+    fn set_mtime(&self, mtime: SystemTime) -> impl Future<Output = io::Result<()>> + Send {
+        let fired = self.hooks.fire("set_mtime");
+        async move {
+            fired?;
+            self.inner.set_mtime(mtime).await
+        }
+    }
+    fn sync(&self) -> impl Future<Output = io::Result<()>> + Send {
+        let fired = self.hooks.fire("sync");
+        async move {
+            fired?;
+            self.inner.sync().await
+        }
+    }
+}
+
+fn hooked(path: &Path) -> (FsBackend<Hooked>, Hooked) {
+    let vfs = Hooked::default();
+    (FsBackend::with_vfs(path, vfs.clone()).unwrap(), vfs)
+}
+
+/// `op` fires the hook when the call is made and runs the real call when it
+/// is polled; this checks that the hook really comes first.
+#[test]
+fn hooks_run_before_the_call_they_precede() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    let probe = path.clone();
+    vfs.before("create_new", 1, move || {
+        fs::write(&probe, b"first").unwrap()
+    });
+    assert_eq!(
+        block_on(backend.try_create(&rec())).unwrap(),
+        Created::Exists
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"first");
+}
+
+#[test]
+fn release_blocking_is_refused_on_a_vfs_that_may_pend() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, _) = hooked(&path);
+    let record = rec();
+    block_on(backend.try_create(&record)).unwrap();
+    assert!(backend.release_blocking(&record.owner).is_none());
+    assert!(exists(&path));
+}
+
+// ---------------------------------------------------------------- try_create
+
+#[test]
+fn a_failed_record_write_leaves_no_lock_and_no_trash() {
+    for (op, sync) in [("write_all", false), ("set_mtime", false), ("sync", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = lock_path(dir.path());
+        let (backend, vfs) = hooked(&path);
+        let backend = backend.sync_writes(sync);
+        vfs.fail(op, 1, io::ErrorKind::StorageFull);
+        let err = block_on(backend.try_create(&rec())).unwrap_err();
+        assert_eq!(err.step(), Step::Create, "{err}");
+        assert_eq!(err.io_kind(), Some(io::ErrorKind::StorageFull));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "{op}");
+    }
+}
+
+#[test]
+fn cleaning_up_a_failed_create_never_removes_a_lock_that_replaced_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    vfs.fail("write_all", 1, io::ErrorKind::StorageFull);
+    let theirs = other_owner_record();
+    let (probe, content) = (path.clone(), theirs.clone());
+    // Our half-made file is broken and replaced just before the clean-up.
+    vfs.before("rename", 1, move || replace(&probe, &content, long_ago()));
+    block_on(backend.try_create(&rec())).unwrap_err();
+    assert_eq!(fs::read(&path).unwrap(), theirs);
+    assert!(trash_in(dir.path()).is_empty());
+}
+
+// ---------------------------------------------------------------- inspect
+
+#[test]
+fn an_unreadable_lock_is_foreign_not_an_error() {
+    for op in ["open_read", "read_capped"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = lock_path(dir.path());
+        fs::write(&path, record::encode(&rec())).unwrap();
+        let (backend, vfs) = hooked(&path);
+        vfs.fail(op, 1, io::ErrorKind::PermissionDenied);
+        let observed = observe(&backend);
+        assert_eq!(
+            observed.holder,
+            Holder::Foreign {
+                summary: "<an unreadable file>".to_owned()
+            },
+            "{op}"
+        );
+        assert_eq!(observed.refreshed_at, mtime(&path));
+    }
+}
+
+#[test]
+fn inspect_never_opens_a_symlink_fifo_or_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("link.lock");
+    std::os::unix::fs::symlink(dir.path().join("target"), &link).unwrap();
+    let fifo = dir.path().join("fifo.lock");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let sub = dir.path().join("dir.lock");
+    fs::create_dir(&sub).unwrap();
+    for path in [link, fifo, sub] {
+        let (backend, vfs) = hooked(&path);
+        let _ = block_on(backend.inspect());
+        assert_eq!(vfs.log(), ["lstat"], "{}", path.display());
+    }
+}
+
+#[test]
+fn an_inspect_failure_is_an_inspect_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    fs::write(&path, b"x").unwrap();
+    let (backend, vfs) = hooked(&path);
+    vfs.fail("read_capped", 1, io::ErrorKind::Other);
+    let err = block_on(backend.inspect()).unwrap_err();
+    assert_eq!(err.step(), Step::Inspect);
+    assert!(err.to_string().contains("read the lock file"), "{err}");
+}
+
+// ---------------------------------------------------------------- refresh
+
+#[test]
+fn behavior_32_refresh_is_lost_when_a_peer_replaces_the_lock_between_check_and_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    let record = rec();
+    block_on(backend.try_create(&record)).unwrap();
+    let (probe, theirs) = (path.clone(), other_owner_record());
+    vfs.before("set_mtime", 1, move || replace(&probe, &theirs, long_ago()));
+    assert_eq!(
+        block_on(backend.refresh(&record.owner, SystemTime::now())).unwrap(),
+        Refreshed::Lost
+    );
+    assert_eq!(mtime(&path), long_ago(), "the replacement kept its stamp");
+}
+
+#[test]
+fn behavior_31_refresh_is_lost_when_the_lock_vanishes_between_check_and_touch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    let record = rec();
+    block_on(backend.try_create(&record)).unwrap();
+    let probe = path.clone();
+    vfs.before("set_mtime", 1, move || fs::remove_file(&probe).unwrap());
+    assert_eq!(
+        block_on(backend.refresh(&record.owner, SystemTime::now())).unwrap(),
+        Refreshed::Lost
+    );
+    assert!(!exists(&path));
+}
+
+#[test]
+fn refresh_does_not_touch_anything_when_the_first_check_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    let record = rec();
+    block_on(backend.try_create(&record)).unwrap();
+    replace(&path, &other_owner_record(), long_ago());
+    let before = vfs.log().len();
+    block_on(backend.refresh(&record.owner, SystemTime::now())).unwrap();
+    assert!(!vfs.log()[before..].contains(&"set_mtime"));
+}
+
+// ---------------------------------------------------------------- break
+
+#[test]
+fn behavior_34_break_restores_a_replacement_that_slipped_in_before_the_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    fs::write(&path, b"stale foreign lock").unwrap();
+    set_mtime(&path, long_ago());
+    let observed = observe(&backend);
+    let theirs = other_owner_record();
+    let (probe, content) = (path.clone(), theirs.clone());
+    vfs.before("rename", 1, move || {
+        replace(&probe, &content, SystemTime::now())
+    });
+    assert_eq!(
+        block_on(backend.break_if_unchanged(&observed)).unwrap(),
+        Broke::Changed
+    );
+    assert_eq!(fs::read(&path).unwrap(), theirs);
+    assert!(trash_in(dir.path()).is_empty());
+    assert!(vfs.log().contains(&"link"), "restored with link");
+}
+
+#[test]
+fn break_keeps_the_restored_replacement_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    fs::write(&path, b"stale foreign lock").unwrap();
+    set_mtime(&path, long_ago());
+    let observed = observe(&backend);
+    let theirs = other_owner_record();
+    let stamp = long_ago() + std::time::Duration::from_secs(7);
+    let (probe, content) = (path.clone(), theirs.clone());
+    let seen = Arc::new(Mutex::new(None));
+    let seen_in_hook = Arc::clone(&seen);
+    vfs.before("rename", 1, move || {
+        replace(&probe, &content, stamp);
+        *seen_in_hook.lock().unwrap() = Some(inode(&probe));
+    });
+    block_on(backend.break_if_unchanged(&observed)).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), theirs);
+    assert_eq!(Some(inode(&path)), *seen.lock().unwrap(), "the same inode");
+    assert_eq!(mtime(&path), stamp);
+}
+
+#[test]
+fn break_never_replaces_a_third_lock_created_while_the_moved_one_was_in_trash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    fs::write(&path, b"stale foreign lock").unwrap();
+    set_mtime(&path, long_ago());
+    let observed = observe(&backend);
+    // A replacement slips in before our rename, and a third lock takes the
+    // path while the replacement is in our trash.
+    let probe = path.clone();
+    vfs.before("rename", 1, move || {
+        replace(&probe, b"replacement", long_ago())
+    });
+    // The first `open_read` is the re-check before the rename; the second
+    // looks at the trash.
+    let probe = path.clone();
+    vfs.before("open_read", 2, move || fs::write(&probe, b"third").unwrap());
+    assert_eq!(
+        block_on(backend.break_if_unchanged(&observed)).unwrap(),
+        Broke::Changed
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"third");
+    assert!(trash_in(dir.path()).is_empty());
+    assert!(vfs.log().contains(&"link"), "a restore was attempted");
+}
+
+#[test]
+fn break_removes_the_observed_lock_even_if_a_new_one_appears_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    fs::write(&path, b"stale foreign lock").unwrap();
+    set_mtime(&path, long_ago());
+    let observed = observe(&backend);
+    let probe = path.clone();
+    vfs.before("open_read", 2, move || fs::write(&probe, b"new").unwrap());
+    assert_eq!(
+        block_on(backend.break_if_unchanged(&observed)).unwrap(),
+        Broke::Broken
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"new");
+    assert!(trash_in(dir.path()).is_empty());
+}
+
+#[test]
+fn break_is_absent_when_another_contender_broke_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    fs::write(&path, b"stale foreign lock").unwrap();
+    let observed = observe(&backend);
+    let probe = path.clone();
+    vfs.before("rename", 1, move || fs::remove_file(&probe).unwrap());
+    assert_eq!(
+        block_on(backend.break_if_unchanged(&observed)).unwrap(),
+        Broke::Absent
+    );
+    assert!(trash_in(dir.path()).is_empty());
+}
+
+#[test]
+fn a_trash_that_cannot_be_inspected_is_put_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    fs::write(&path, b"stale foreign lock").unwrap();
+    let observed = observe(&backend);
+    vfs.fail("open_read", 2, io::ErrorKind::Other);
+    let err = block_on(backend.break_if_unchanged(&observed)).unwrap_err();
+    assert_eq!(err.step(), Step::Break);
+    assert!(err.to_string().contains("trash"), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), b"stale foreign lock");
+    assert!(trash_in(dir.path()).is_empty());
+}
+
+// ---------------------------------------------------------------- release
+
+#[test]
+fn behavior_18_release_pre_check_renames_nothing_when_the_lock_is_not_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    let record = rec();
+    block_on(backend.try_create(&record)).unwrap();
+    replace(&path, &other_owner_record(), long_ago());
+    assert_eq!(
+        block_on(backend.release(&record.owner)).unwrap(),
+        Released::NotOurs
+    );
+    assert!(!vfs.log().contains(&"rename"));
+}
+
+#[test]
+fn release_restores_a_replacement_that_slipped_in_after_the_pre_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    let record = rec();
+    block_on(backend.try_create(&record)).unwrap();
+    let theirs = record::encode(&record).into_bytes(); // even a copy of ours
+    let (probe, content) = (path.clone(), theirs.clone());
+    vfs.before("rename", 1, move || replace(&probe, &content, long_ago()));
+    assert_eq!(
+        block_on(backend.release(&record.owner)).unwrap(),
+        Released::NotOurs
+    );
+    assert_eq!(fs::read(&path).unwrap(), theirs);
+    assert_eq!(mtime(&path), long_ago());
+    assert!(trash_in(dir.path()).is_empty());
+}
+
+#[test]
+fn release_keeps_the_owner_after_an_error_so_a_retry_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    let record = rec();
+    block_on(backend.try_create(&record)).unwrap();
+    vfs.fail("rename", 1, io::ErrorKind::Other);
+    let err = block_on(backend.release(&record.owner)).unwrap_err();
+    assert_eq!(err.step(), Step::Release);
+    assert!(
+        err.to_string().contains("rename the lock file to trash"),
+        "{err}"
+    );
+    assert_eq!(
+        block_on(backend.release(&record.owner)).unwrap(),
+        Released::Released
+    );
+    assert!(!exists(&path));
+}

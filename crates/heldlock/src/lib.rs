@@ -1,9 +1,15 @@
 //! Keyed async serialization and held cross-process locks.
 //!
 //! Programs that keep state on disk must serialize their read-modify-write
-//! cycles: inside one process across async tasks, and across processes that may
-//! crash or hang. heldlock gives them a keyed FIFO [`Serializer`] and (with the
-//! held-lock work) a `FileLock` whose stale locks are broken safely.
+//! cycles: inside one process across async tasks, and across processes that
+//! may crash or hang. heldlock gives them:
+//!
+//! * [`Serializer`]: per-key FIFO async serialization; failures, panics and
+//!   cancellations never block the tasks behind; idle keys cost nothing;
+//! * [`FileLock`]: a lock file held by a live owner (heartbeat), broken safely
+//!   when its owner died, released only if still ours, with
+//!   [`refresh`](HeldLock::refresh) and a [`lost`](HeldLock::lost) signal so a
+//!   holder learns it lost the lock before it writes.
 //!
 //! # Keyed serialization
 //!
@@ -17,15 +23,98 @@
 //! # });
 //! ```
 //!
+//! # A held file lock
+//!
+//! ```
+//! # #[cfg(feature = "tokio")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), heldlock::Error> {
+//! use std::time::Duration;
+//! use heldlock::{FileLock, LockOptions};
+//!
+//! # let dir = tempfile::tempdir().expect("a temporary directory");
+//! # let path = dir.path().join("db.lock");
+//! let options = LockOptions::new(Duration::from_secs(30)) // stale after 30 s
+//!     .max_wait(Duration::from_secs(5));
+//! let lock = FileLock::new(path, options)?;
+//! let held = lock.acquire().await?; // Err(Error::Timeout { .. }) after max_wait
+//! if held.refresh().await? {
+//!     // still ours: write the state
+//! }
+//! held.release().await?; // also released on drop
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tokio"))] fn main() {}
+//! ```
+//!
+//! Best effort, as the reference implementation does it: the task runs
+//! unlocked (with `state.acquired() == false`) when the lock cannot be had.
+//!
+//! ```
+//! # #[cfg(feature = "tokio")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), heldlock::Error> {
+//! # use std::time::Duration;
+//! # let dir = tempfile::tempdir().expect("a temporary directory");
+//! let lock = heldlock::FileLock::new(dir.path().join("db.lock"), heldlock::LockOptions::new(Duration::from_secs(30)))?;
+//! let written = lock
+//!     .with_lock(|state| async move {
+//!         if state.acquired() { /* read, modify, write */ }
+//!         1
+//!     })
+//!     .await;
+//! # assert_eq!(written, 1);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tokio"))] fn main() {}
+//! ```
+//!
 //! # Features
 //!
 //! | feature | default | what it selects |
 //! | --- | --- | --- |
-//! | `tokio` | yes | the tokio adapter, `heldlock-tokio` |
-//! | `async-std` | no | the async-std adapter, `heldlock-async-std` |
+//! | `tokio` | yes | [`FileLock`] on tokio (`heldlock::tokio`) |
+//! | `async-std` | no | `heldlock::async_std`, and [`FileLock`] on async-std when `tokio` is off |
+//!
+//! When several runtime features are on, [`FileLock`] is tokio's, and each
+//! runtime's lock stays reachable through its module.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use heldlock_core::{KeyGuard, Serializer, Turn, default_serializer, serialize};
+pub use heldlock_core::{
+    BackendError, Error, HeldLock, Holder, Inspection, KeyGuard, Lock, LockBackend, LockOptions,
+    LockRecord, LockState, MemoryBackend, OptionsError, OwnerId, Released, Serializer, Step, Turn,
+    Warning, default_serializer, serialize,
+};
+
+/// The backend contract and its building blocks, for writing a backend.
+pub mod backend {
+    pub use heldlock_core::{
+        BackendError, Broke, Clock, Created, Holder, Identity, Inspection, LockBackend, LockRecord,
+        MemoryBackend, Observed, OwnerId, Refreshed, Released, Runtime, Spawn, Step,
+    };
+    pub use heldlock_fs::FsBackend;
+}
+
+/// heldlock on tokio.
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio {
+    pub use heldlock_tokio::{FileLock, TokioRuntime};
+}
+
+/// heldlock on async-std.
+#[cfg(feature = "async-std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
+pub mod async_std {
+    pub use heldlock_async_std::{AsyncStdRuntime, FileLock};
+}
+
+#[cfg(feature = "tokio")]
+pub use heldlock_tokio::FileLock;
+
+#[cfg(all(feature = "async-std", not(feature = "tokio")))]
+pub use heldlock_async_std::FileLock;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

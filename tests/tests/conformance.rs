@@ -77,3 +77,27 @@ fn conformance_memory_backend_on_async_std() {
     let report = async_std::task::block_on(run_all(&MemoryFactory, CAPABILITIES));
     assert!(report.passed(), "{report}");
 }
+
+#[test]
+fn conformance_fs_backend_on_smol() {
+    let report = smol::block_on(run_all(&FsFactory, CAPABILITIES));
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn conformance_fs_backend_on_threads() {
+    let report = heldlock::blocking::block_on(run_all(&FsFactory, CAPABILITIES));
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn conformance_memory_backend_on_smol() {
+    let report = smol::block_on(run_all(&MemoryFactory, CAPABILITIES));
+    assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn conformance_memory_backend_on_threads() {
+    let report = heldlock::blocking::block_on(run_all(&MemoryFactory, CAPABILITIES));
+    assert!(report.passed(), "{report}");
+}

@@ -1,5 +1,6 @@
 //! The held-file-lock behaviours of the reference (BEHAVIORS.md lines 12-34),
-//! each on tokio and on async-std. Pure option checks (19, 20, 22, 23) also
+//! each on tokio, async-std, smol and plain threads (the blocking API's
+//! runtime). Pure option checks (19, 20, 22, 23) also
 //! have machine-level tests in heldlock-core (`lock_machines.rs`); those that
 //! need a window inside one protocol step are backend tests of heldlock-fs:
 //! 15 in `protocol.rs`, and 18, 31, 32 and 34 in `races.rs`, whose hooked
@@ -25,7 +26,7 @@ fn options() -> LockOptions {
     LockOptions::new(Duration::from_secs(5))
 }
 
-on_both_runtimes! {
+on_every_runtime! {
     async fn behavior_12_acquire_runs_the_task_holding_a_record_then_removes_it<R>() {
         let (_dir, path) = lock_path();
         let lock = FileLock::<R>::new(&path, options()).unwrap();

@@ -74,10 +74,12 @@
 //! | feature | default | what it selects |
 //! | --- | --- | --- |
 //! | `tokio` | yes | [`FileLock`] on tokio (`heldlock::tokio`) |
-//! | `async-std` | no | `heldlock::async_std`, and [`FileLock`] on async-std when `tokio` is off |
+//! | `smol` | no | `heldlock::smol`, and [`FileLock`] on smol when `tokio` is off |
+//! | `async-std` | no | `heldlock::async_std`, and [`FileLock`] on async-std when `tokio` and `smol` are off |
+//! | (none) | | [`blocking`] is always there: no runtime at all |
 //!
-//! When several runtime features are on, [`FileLock`] is tokio's, and each
-//! runtime's lock stays reachable through its module.
+//! When several runtime features are on, [`FileLock`] is tokio's (then
+//! smol's), and each runtime's lock stays reachable through its module.
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -103,6 +105,13 @@ pub mod tokio {
     pub use heldlock_tokio::{FileLock, TokioRuntime};
 }
 
+/// heldlock on smol.
+#[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
+pub mod smol {
+    pub use heldlock_smol::{FileLock, SmolRuntime};
+}
+
 /// heldlock on async-std.
 #[cfg(feature = "async-std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
@@ -113,8 +122,13 @@ pub mod async_std {
 #[cfg(feature = "tokio")]
 pub use heldlock_tokio::FileLock;
 
-#[cfg(all(feature = "async-std", not(feature = "tokio")))]
+#[cfg(all(feature = "smol", not(feature = "tokio")))]
+pub use heldlock_smol::FileLock;
+
+#[cfg(all(feature = "async-std", not(any(feature = "tokio", feature = "smol"))))]
 pub use heldlock_async_std::FileLock;
+
+pub mod blocking;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

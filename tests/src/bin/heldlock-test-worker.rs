@@ -1,7 +1,7 @@
 //! A helper process for the multi-process tests (`tests/tests/processes.rs`).
 //!
 //! ```text
-//! heldlock-test-worker increment <lock> <counter> <times> <stale-ms>
+//! heldlock-test-worker increment <lock> <counter> <times> <stale-ms> [<poll-ms>]
 //! heldlock-test-worker hold <lock> <ready-file> <stale-ms>
 //! heldlock-test-worker acquire <lock> <out-file> <stale-ms>
 //! ```
@@ -42,12 +42,19 @@ fn main() -> ExitCode {
 }
 
 fn options(stale_ms: &str) -> Result<LockOptions, String> {
+    options_polling(stale_ms, "5")
+}
+
+fn options_polling(stale_ms: &str, poll_ms: &str) -> Result<LockOptions, String> {
     let stale: u64 = stale_ms
         .parse()
         .map_err(|e| format!("bad stale {stale_ms:?}: {e}"))?;
+    let poll: u64 = poll_ms
+        .parse()
+        .map_err(|e| format!("bad poll {poll_ms:?}: {e}"))?;
     Ok(LockOptions::new(Duration::from_millis(stale))
         .max_wait(Duration::from_secs(120))
-        .poll(Duration::from_millis(5)))
+        .poll(Duration::from_millis(poll)))
 }
 
 fn epoch_ms() -> u128 {
@@ -59,8 +66,11 @@ fn epoch_ms() -> u128 {
 async fn run(args: &[String]) -> Result<(), String> {
     let text = |e: &dyn std::fmt::Display| e.to_string();
     match args {
-        [mode, lock, counter, times, stale] if mode == "increment" => {
-            let lock = FileLock::new(lock, options(stale)?).map_err(|e| text(&e))?;
+        [mode, lock, counter, times, stale, rest @ ..]
+            if mode == "increment" && rest.len() <= 1 =>
+        {
+            let poll = rest.first().map_or("5", String::as_str);
+            let lock = FileLock::new(lock, options_polling(stale, poll)?).map_err(|e| text(&e))?;
             let counter = PathBuf::from(counter);
             let times: u32 = times.parse().map_err(|e| text(&e))?;
             for _ in 0..times {

@@ -5,10 +5,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// Runs `async fn body<R: Runtime + Default>()` on tokio (multi-thread) and on
-/// async-std, each with its own runtime type.
+/// Runs `async fn body<R: Runtime + Default>()` on every runtime heldlock
+/// supports, each with its own runtime type: tokio (multi-thread), async-std,
+/// smol, and plain threads (the blocking API's runtime).
 #[macro_export]
-macro_rules! on_both_runtimes {
+macro_rules! on_every_runtime {
     ($(async fn $name:ident<$r:ident>() $body:block)*) => {$(
         mod $name {
             #[allow(unused_imports)]
@@ -29,6 +30,16 @@ macro_rules! on_both_runtimes {
             #[test]
             fn async_std() {
                 async_std::task::block_on(body::<heldlock_async_std::AsyncStdRuntime>());
+            }
+
+            #[test]
+            fn smol() {
+                smol::block_on(body::<heldlock_smol::SmolRuntime>());
+            }
+
+            #[test]
+            fn threads() {
+                heldlock::blocking::block_on(body::<heldlock::blocking::ThreadRuntime>());
             }
         }
     )*};

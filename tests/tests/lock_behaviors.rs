@@ -233,6 +233,33 @@ on_every_runtime! {
         assert!(trash_in(dir.path()).is_empty());
     }
 
+    async fn interop_a_fresh_reference_lock_is_honoured<R>() {
+        // Exactly what the TypeScript reference writes: `<pid> <uuid> <iso>\n`.
+        let (_dir, path) = lock_path();
+        let content = write_reference_lock(&path, 31337, OTHER_OWNER, std::time::SystemTime::now());
+        let lock = FileLock::<R>::new(&path, options().max_wait(20 * MS)).unwrap();
+        match lock.acquire().await {
+            Err(Error::Timeout { holder: Some(Holder::Record(record)), .. }) => {
+                assert_eq!((record.pid, record.owner.as_str()), (31337, OTHER_OWNER));
+                assert!(record.fields.is_empty(), "the reference writes no fields");
+            }
+            other => panic!("a fresh reference lock must be honoured, got {other:?}"),
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap(), content);
+    }
+
+    async fn interop_a_stale_reference_lock_is_broken<R>() {
+        let (dir, path) = lock_path();
+        write_reference_lock(&path, 31337, OTHER_OWNER, ago(Duration::from_secs(30)));
+        set_mtime(&path, ago(Duration::from_secs(30)));
+        let lock = FileLock::<R>::new(&path, options()).unwrap();
+        let held = lock.acquire().await.unwrap();
+        let ours = fs::read_to_string(&path).unwrap();
+        assert!(ours.contains(held.owner().as_str()));
+        held.release().await.unwrap();
+        assert!(trash_in(dir.path()).is_empty());
+    }
+
     async fn dropping_the_guard_releases<R>() {
         let (_dir, path) = lock_path();
         let lock = FileLock::<R>::new(&path, options()).unwrap();

@@ -1,6 +1,91 @@
-//! The `heldlock` command. (The lock commands arrive with the CLI work.)
+//! The `heldlock` command: run a command under a held lock file, look at a
+//! lock, break a stale one.
+//!
+//! ```text
+//! heldlock run [--stale D] [--wait D | --no-wait] [--poll D] [--heartbeat D] [--best-effort] <LOCK> -- <COMMAND> [ARGS...]
+//! heldlock status <LOCK> [--json] [--stale D]
+//! heldlock break <LOCK> [--stale D] [--force]
+//! ```
+//!
+//! One module per idea: [`cli`] (arguments), [`duration`] (human
+//! durations), [`exit`] (exit codes and errors), [`run`], [`waiting`]
+//! (acquiring with a spinner), [`signals`] (forwarding), [`status`],
+//! [`breaking`], [`holder`] (describing a lock's holder).
+//!
+//! Exit codes are listed in [`exit`]. Choices worth knowing:
+//!
+//! * a lost lock (a peer broke it while the command ran) is reported on
+//!   stderr, and the command is not stopped: only it knows how to stop
+//!   safely half-way;
+//! * a symbolic link (or FIFO, socket, device) at the lock path is somebody
+//!   else's lock as far as the protocol goes: never followed, broken only by
+//!   age; while it is fresh `run` exits 75 saying so. A directory at the
+//!   lock path or an unwritable directory is an error that waiting would not
+//!   cure: exit 1. `--best-effort` turns either into a warning and an
+//!   unlocked run.
+#![warn(missing_docs)]
 
-fn main() {
-    eprintln!("heldlock: the lock commands are not built yet; see the README");
-    std::process::exit(64);
+/// Prints a line on stdout. A closed pipe (`heldlock status x | head -0`)
+/// is not worth a panic, so write errors are ignored.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// Prints a line on stderr, ignoring write errors (see [`outln`]).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+mod breaking;
+mod cli;
+mod duration;
+mod exit;
+mod holder;
+mod run;
+mod signals;
+mod status;
+mod waiting;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+use crate::exit::CliError;
+
+fn main() -> ExitCode {
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(dispatch(cli.command)),
+        Err(source) => Err(CliError::Io {
+            action: "start the async runtime",
+            source,
+        }),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            errln!("heldlock: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Runs one subcommand; returns the exit code.
+async fn dispatch(command: Command) -> Result<u8, CliError> {
+    match command {
+        Command::Run(args) => run::run(args).await,
+        Command::Status(args) => status::status(args).await,
+        Command::Break(args) => breaking::break_lock(args).await,
+    }
 }

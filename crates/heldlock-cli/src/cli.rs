@@ -1,0 +1,267 @@
+//! The command line: clap's definitions, and parsing that reports every
+//! usage error on one line with exit code 64.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration;
+use crate::exit;
+
+/// The `heldlock` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "heldlock",
+    version,
+    about = "Run a command under a held lock file; inspect a lock; break a stale one",
+    long_about = "Run a command under a held lock file; inspect a lock; break a stale one.\n\n\
+        A held lock is a file created atomically, kept fresh by a heartbeat while its holder \
+        runs, and broken by the next contender once it has not been refreshed for `--stale` \
+        (its holder is presumed dead). Unlike flock(1), it survives a crashed holder and works \
+        across hosts on a shared file system.\n\n\
+        Durations are human: 500ms, 30s, 2m.\n\n\
+        Exit codes: 64 bad input; 75 the lock could not be had; 1 an error that waiting would \
+        not cure (and `status`: held; `break`: refused or changed); `run` otherwise exits with \
+        the command's status (128+N when it was killed by signal N).",
+    arg_required_else_help = true,
+    propagate_version = true
+)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a command while holding the lock (released when it ends).
+    #[command(
+        long_about = "Acquire the lock (waiting up to --wait, breaking it if its holder is \
+        judged dead), run the command while a heartbeat keeps the lock fresh, release the lock \
+        when the command ends, and exit with the command's status (128+N if it was killed by \
+        signal N).\n\n\
+        SIGINT, SIGTERM and SIGHUP sent to heldlock are forwarded to the command; the lock is \
+        released however the command ends. The command sees HELDLOCK_PATH (the absolute lock \
+        path) and HELDLOCK_OWNER (the owner id in the lock file; unset when running unlocked).\n\n\
+        If the lock is lost while the command runs (a peer judged it stale and broke it), \
+        heldlock warns on stderr but does not stop the command: killing it half-way could do \
+        more harm than finishing, and only the command knows how to stop safely.\n\n\
+        When the lock cannot be had, heldlock exits 75 naming the holder, or with \
+        --best-effort warns and runs the command unlocked. A symbolic link, FIFO or other \
+        non-file at the lock path counts as somebody else's lock (never followed, broken only \
+        by age); a directory at the lock path is an error (exit 1)."
+    )]
+    #[command(override_usage = "heldlock run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...")]
+    Run(RunArgs),
+    /// Show whether the lock is free or who holds it (exit 0 free, 1 held).
+    Status(StatusArgs),
+    /// Break the lock if it is stale, or with --force even if it is fresh.
+    #[command(
+        long_about = "Break the lock if it has not been refreshed for --stale (by this host's \
+        wall clock), through the safe protocol: the lock is removed only if it is still exactly \
+        the one inspected, never a replacement. With --force a fresh lock is broken too, after \
+        printing whose it was; its holder finds the lock lost at its next heartbeat.\n\n\
+        Exit 0 when the lock was broken or was already free; 1 when it was refused (fresh, \
+        without --force) or the lock changed meanwhile."
+    )]
+    Break(BreakArgs),
+}
+
+/// `heldlock run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Judge a lock stale (its holder dead) once it has not been refreshed for this long.
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = duration::parse_positive)]
+    pub(crate) stale: Duration,
+
+    /// Give up after waiting this long for a busy lock.
+    #[arg(
+        long,
+        value_name = "D",
+        default_value = "10s",
+        value_parser = duration::parse_wait,
+        conflicts_with = "no_wait"
+    )]
+    pub(crate) wait: Duration,
+
+    /// Try once and give up at once when the lock is busy.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+
+    /// How often to look at a busy lock again.
+    #[arg(long, value_name = "D", default_value = "50ms", value_parser = duration::parse_positive)]
+    pub(crate) poll: Duration,
+
+    /// How often to refresh the held lock [default: stale/3, at least 100ms, at most stale/2].
+    #[arg(long, value_name = "D", value_parser = duration::parse_positive)]
+    pub(crate) heartbeat: Option<Duration>,
+
+    /// When the lock cannot be had, warn and run the command without it.
+    #[arg(long)]
+    pub(crate) best_effort: bool,
+
+    /// The lock file (created with its missing parent directories).
+    #[arg(value_name = "LOCK", value_parser = clap::value_parser!(OsString))]
+    pub(crate) lock: OsString,
+
+    /// The command to run and its arguments (after `--`).
+    #[arg(
+        value_name = "COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_parser = clap::value_parser!(OsString)
+    )]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// `heldlock status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The lock file.
+    #[arg(value_name = "LOCK", value_parser = clap::value_parser!(OsString))]
+    pub(crate) lock: OsString,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Report the lock as stale once it has not been refreshed for this long.
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = duration::parse_positive)]
+    pub(crate) stale: Duration,
+}
+
+/// `heldlock break`.
+#[derive(Debug, Args)]
+pub(crate) struct BreakArgs {
+    /// The lock file.
+    #[arg(value_name = "LOCK", value_parser = clap::value_parser!(OsString))]
+    pub(crate) lock: OsString,
+
+    /// Break only a lock not refreshed for this long.
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = duration::parse_positive)]
+    pub(crate) stale: Duration,
+
+    /// Break the lock even if it is fresh (after printing whose it was).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// Checks a lock path given on the command line: an empty one is bad input.
+///
+/// # Errors
+///
+/// A usage message when `lock` is empty. The library checks the rest (a
+/// path that names a directory, a NUL byte, a file name too long).
+pub(crate) fn lock_path(lock: &OsString) -> Result<PathBuf, exit::CliError> {
+    if lock.is_empty() {
+        return Err(exit::CliError::Usage(
+            "the lock path is empty; give the path of a lock file, e.g. state/db.lock".to_owned(),
+        ));
+    }
+    Ok(PathBuf::from(lock))
+}
+
+/// Parses the command line.
+///
+/// # Errors
+///
+/// The exit code to end with when parsing ended the program: 0 after
+/// `--help` or `--version`, 64 after a usage error, which is reported as one
+/// line, `heldlock: <what is wrong> (see heldlock --help)`.
+pub(crate) fn parse() -> Result<Cli, u8> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(error) => match error.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                // Nothing useful is left to do if stdout is gone.
+                let _ = error.print();
+                Err(exit::SUCCESS)
+            }
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let _ = error.print();
+                Err(exit::EX_USAGE)
+            }
+            _ => {
+                errln!("heldlock: {} (see heldlock --help)", one_line(&error));
+                Err(exit::EX_USAGE)
+            }
+        },
+    }
+}
+
+/// The first paragraph of clap's report, on one line, without its
+/// `error: ` prefix.
+fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let text = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    text.strip_prefix("error: ").unwrap_or(&text).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("heldlock").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Run(run) => Ok(run),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_takes_the_command_after_the_separator() -> Result<(), clap::Error> {
+        let run = run_args(&[
+            "run", "--stale", "2m", "x.lock", "--", "sh", "-c", "echo hi",
+        ])?;
+        assert_eq!(run.stale, Duration::from_secs(120));
+        assert_eq!(run.wait, Duration::from_secs(10));
+        assert_eq!(run.lock, "x.lock");
+        assert_eq!(run.command, ["sh", "-c", "echo hi"]);
+        Ok(())
+    }
+
+    #[test]
+    fn options_after_the_lock_still_count() -> Result<(), clap::Error> {
+        let run = run_args(&["run", "x.lock", "--no-wait", "--", "ls", "--all"])?;
+        assert!(run.no_wait);
+        assert_eq!(run.command, ["ls", "--all"]);
+        Ok(())
+    }
+
+    #[test]
+    fn usage_errors_render_on_one_line() {
+        for args in [
+            &["run", "x.lock"][..],
+            &["run", "x.lock", "--"],
+            &["run", "--wait", "5", "x.lock", "--", "true"],
+            &["run", "--wait", "1s", "--no-wait", "x.lock", "--", "true"],
+            &["frobnicate"],
+        ] {
+            let error = run_args(args).err();
+            let Some(error) = error else {
+                panic!("{args:?} parsed");
+            };
+            let line = one_line(&error);
+            assert!(!line.is_empty() && !line.contains('\n'), "{line:?}");
+            assert!(!line.starts_with("error:"), "{line:?}");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! `heldlock run`: acquire the lock, run the command under it, release it.
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+
+use heldlock::{FileLock, HeldLock, LockOptions, Released};
+use tokio::process::{Child, Command};
+
+use crate::cli::{self, RunArgs};
+use crate::duration::show;
+use crate::exit::{self, CliError};
+use crate::signals::{self, Signals};
+use crate::waiting::{self, Wait, Waited};
+
+/// The environment variable that tells the command the lock's path.
+pub(crate) const ENV_PATH: &str = "HELDLOCK_PATH";
+/// The environment variable that tells the command our owner id (unset when
+/// the command runs unlocked).
+pub(crate) const ENV_OWNER: &str = "HELDLOCK_OWNER";
+
+/// Runs `heldlock run`; returns the exit code.
+///
+/// # Errors
+///
+/// [`CliError::Usage`] for bad options or an empty lock path;
+/// [`CliError::Busy`] when the lock is held by someone else (unless
+/// `--best-effort`); [`CliError::Lock`] when the lock failed (unless
+/// `--best-effort`); [`CliError::Spawn`] when the command cannot be started.
+pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
+    let path = cli::lock_path(&args.lock)?;
+    let (program, program_args) = match args.command.split_first() {
+        Some((program, rest)) if !program.is_empty() => (program, rest),
+        _ => {
+            return Err(CliError::Usage(
+                "the command to run is missing or empty".to_owned(),
+            ));
+        }
+    };
+    let mut options = LockOptions::new(args.stale)
+        .max_wait(args.wait)
+        .poll(args.poll)
+        .on_warning(|warning| errln!("heldlock: warning: {warning}"));
+    if let Some(heartbeat) = args.heartbeat {
+        options = options.heartbeat(heartbeat);
+    }
+    let lock = FileLock::new(&path, options).map_err(|error| match error {
+        heldlock::Error::Options(error) => CliError::Usage(options_message(&error)),
+        other => CliError::from_lock(other),
+    })?;
+    let mut signals = Signals::install().map_err(|source| CliError::Io {
+        action: "install the signal handlers",
+        source,
+    })?;
+
+    let wait = Wait {
+        lock: &lock,
+        shown: &path,
+        stale: args.stale,
+        wait: (!args.no_wait).then_some(args.wait),
+    };
+    let held = match waiting::acquire(&wait, &mut signals).await {
+        Waited::Held(held) => Some(held),
+        Waited::Interrupted(signal) => return Ok(exit::for_signal(signal.as_raw())),
+        Waited::Busy(message) if args.best_effort => {
+            errln!("heldlock: warning: running the command without the lock: {message}");
+            None
+        }
+        Waited::Busy(message) => return Err(CliError::Busy(message)),
+        Waited::Failed(error) if args.best_effort => {
+            errln!("heldlock: warning: running the command without the lock: {error}");
+            None
+        }
+        Waited::Failed(error) => return Err(CliError::from_lock(error)),
+    };
+
+    let mut command = Command::new(program);
+    command.args(program_args).env(
+        ENV_PATH,
+        std::path::absolute(&path).unwrap_or_else(|_| path.clone()),
+    );
+    match &held {
+        Some(held) => command.env(ENV_OWNER, held.owner().as_str()),
+        // A HELDLOCK_OWNER inherited from an outer `heldlock run` is not ours.
+        None => command.env_remove(ENV_OWNER),
+    };
+    let status = match command.spawn() {
+        Ok(mut child) => supervise(&mut child, held.as_ref(), &mut signals, &path).await,
+        Err(source) => Err(CliError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        }),
+    };
+    if let Some(held) = held {
+        release(held, &path).await;
+    }
+    Ok(code_of(status?))
+}
+
+/// Waits for the command to end, forwarding signals to it and warning once
+/// if the lock is lost meanwhile. The command is never killed by heldlock:
+/// only it knows how to stop safely half-way, and a lost lock does not
+/// undo what it already did.
+async fn supervise(
+    child: &mut Child,
+    held: Option<&HeldLock>,
+    signals: &mut Signals,
+    path: &Path,
+) -> Result<ExitStatus, CliError> {
+    let lost = async {
+        match held {
+            Some(held) => held.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut lost = std::pin::pin!(lost);
+    let mut lost_reported = false;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                return status.map_err(|source| CliError::Io {
+                    action: "wait for the command",
+                    source,
+                });
+            }
+            signal = signals.recv() => {
+                if let Err(error) = signals::forward(child.id(), signal) {
+                    // ESRCH: it just ended, and `wait` reports it next.
+                    if error.kind() != io::ErrorKind::NotFound
+                        && error.raw_os_error() != Some(rustix::io::Errno::SRCH.raw_os_error())
+                    {
+                        errln!("heldlock: warning: could not forward signal {} to the command: {error}", signal.as_raw());
+                    }
+                }
+            }
+            () = &mut lost, if !lost_reported => {
+                lost_reported = true;
+                errln!(
+                    "heldlock: warning: lost the lock {} while the command runs (a peer judged it \
+                     stale and broke it, or it was removed); the command keeps running unprotected",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Releases the lock after the command ended; failures are warnings (the
+/// command's status is what heldlock exits with).
+async fn release(held: HeldLock, path: &Path) {
+    match held.release().await {
+        // NotOurs and Absent were already reported by the warning hook.
+        Ok(Released::Released | Released::NotOurs | Released::Absent) => {}
+        Err(error) => errln!(
+            "heldlock: warning: could not release the lock {}; it goes stale since its heartbeat stopped: {error}",
+            path.display()
+        ),
+    }
+}
+
+/// The exit code that reports `status`: its code, or 128+N for signal N.
+fn code_of(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(exit::FAILURE),
+        (None, Some(signal)) => exit::for_signal(signal),
+        (None, None) => exit::FAILURE,
+    }
+}
+
+/// An invalid option, said in terms of the command line: the library names
+/// its options (`max_wait`), the command line has flags (`--wait`), and the
+/// CLI's default wait differs from the library's.
+fn options_message(error: &heldlock::OptionsError) -> String {
+    match error {
+        heldlock::OptionsError::OutOfRange {
+            option: "max_wait",
+            value,
+            ..
+        } => format!(
+            "invalid --wait: it must be more than 0 and at most 365 days; got {}; \
+             use --no-wait to try once without waiting",
+            show(*value)
+        ),
+        heldlock::OptionsError::OutOfRange { option, .. } => {
+            format!("invalid --{option}: {error}")
+        }
+        heldlock::OptionsError::HeartbeatNotBelowStale { .. } => {
+            format!("invalid --heartbeat: {error}")
+        }
+        _ => error.to_string(),
+    }
+}

@@ -1,0 +1,167 @@
+//! Waiting for the lock: the acquire future raced against signals and, on
+//! a terminal, a spinner that shows who holds the lock and for how long.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::pin::pin;
+use std::time::{Duration, SystemTime};
+
+use heldlock::{FileLock, HeldLock, Inspection};
+use indicatif::{ProgressBar, ProgressStyle};
+use rustix::process::Signal;
+
+use crate::duration::show;
+use crate::holder::View;
+use crate::signals::Signals;
+
+/// How often the spinner looks at the lock to update its line.
+const SPINNER_REFRESH: Duration = Duration::from_millis(200);
+
+/// How waiting for the lock ended.
+#[derive(Debug)]
+pub(crate) enum Waited {
+    /// We hold the lock.
+    Held(HeldLock),
+    /// Somebody else held it for the whole wait; a one-line message naming
+    /// the holder.
+    Busy(String),
+    /// The lock library failed.
+    Failed(heldlock::Error),
+    /// A signal arrived first.
+    Interrupted(Signal),
+}
+
+/// What to wait for and how.
+#[derive(Debug)]
+pub(crate) struct Wait<'a> {
+    /// The lock.
+    pub(crate) lock: &'a FileLock,
+    /// The lock path as given, for messages.
+    pub(crate) shown: &'a Path,
+    /// The stale option, for messages.
+    pub(crate) stale: Duration,
+    /// `None`: try once (`--no-wait`); else the longest wait.
+    pub(crate) wait: Option<Duration>,
+}
+
+/// Acquires the lock, or reports why not.
+pub(crate) async fn acquire(wait: &Wait<'_>, signals: &mut Signals) -> Waited {
+    let Some(max_wait) = wait.wait else {
+        let attempt = tokio::select! {
+            attempt = wait.lock.try_acquire() => attempt,
+            signal = signals.recv() => return Waited::Interrupted(signal),
+        };
+        return match attempt {
+            Ok(Some(held)) => Waited::Held(held),
+            Ok(None) => Waited::Busy(busy_message(wait, None, "gave up at once (--no-wait)").await),
+            Err(error) => Waited::Failed(error),
+        };
+    };
+    let spinner = std::io::stderr()
+        .is_terminal()
+        .then(|| Spinner::start(wait.shown, wait.stale));
+    let result = race(wait, signals, spinner.as_ref()).await;
+    if let Some(spinner) = spinner {
+        spinner.finish();
+    }
+    match result {
+        Ok(Ok(held)) => Waited::Held(held),
+        Ok(Err(heldlock::Error::Timeout { holder, .. })) => {
+            let gave_up = format!("gave up after waiting {}", show(max_wait));
+            Waited::Busy(busy_message(wait, holder.as_ref(), &gave_up).await)
+        }
+        Ok(Err(error)) => Waited::Failed(error),
+        Err(signal) => Waited::Interrupted(signal),
+    }
+}
+
+/// Runs `acquire()` to its end, updating the spinner meanwhile; `Err` when
+/// a signal came first.
+async fn race(
+    wait: &Wait<'_>,
+    signals: &mut Signals,
+    spinner: Option<&Spinner>,
+) -> Result<Result<HeldLock, heldlock::Error>, Signal> {
+    let mut acquire = pin!(wait.lock.acquire());
+    let mut ticks = tokio::time::interval(SPINNER_REFRESH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut acquire => return Ok(result),
+            signal = signals.recv() => return Err(signal),
+            _ = ticks.tick(), if spinner.is_some() => {
+                if let Some(spinner) = spinner {
+                    spinner.update(wait.lock.inspect().await);
+                }
+            }
+        }
+    }
+}
+
+/// The one-line message for a busy lock: who holds it and for how long,
+/// from a fresh look at the lock (the holder from the timeout when the lock
+/// has just been freed).
+async fn busy_message(
+    wait: &Wait<'_>,
+    last_seen: Option<&heldlock::Holder>,
+    gave_up: &str,
+) -> String {
+    let lock = wait.shown.display();
+    match wait.lock.inspect().await {
+        Ok(Inspection::Present(observed)) => {
+            let view = View::new(&observed, SystemTime::now());
+            format!(
+                "lock {lock} is held by {}; {gave_up}",
+                view.held_for(wait.stale)
+            )
+        }
+        _ => match last_seen {
+            Some(holder) => {
+                format!("lock {lock} was held by {holder} (free again just now); {gave_up}")
+            }
+            None => format!("lock {lock} was busy (free again just now); {gave_up}"),
+        },
+    }
+}
+
+/// The spinner line shown on a terminal while waiting.
+#[derive(Debug)]
+struct Spinner {
+    bar: ProgressBar,
+    shown: String,
+    stale: Duration,
+}
+
+impl Spinner {
+    fn start(shown: &Path, stale: Duration) -> Self {
+        let bar = ProgressBar::new_spinner();
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
+            bar.set_style(style);
+        }
+        let shown = shown.display().to_string();
+        bar.set_message(format!("waiting for {shown}"));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Spinner { bar, shown, stale }
+    }
+
+    fn update(&self, inspection: Result<Inspection, heldlock::Error>) {
+        let message = match inspection {
+            Ok(Inspection::Present(observed)) => {
+                let view = View::new(&observed, SystemTime::now());
+                format!(
+                    "waiting for {}: held by {}",
+                    self.shown,
+                    view.held_for(self.stale)
+                )
+            }
+            Ok(Inspection::Absent) => format!("waiting for {}: changing hands", self.shown),
+            Err(_) => format!("waiting for {}", self.shown),
+        };
+        self.bar.set_message(message);
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -28,7 +28,9 @@ mod serializer;
 
 pub use clock::{Clock, ManualClock, Runtime, Sleep, Spawn};
 pub use error::Error;
-pub use lock::backend::{BackendError, Broke, Created, LockBackend, Refreshed, Released, Step};
+pub use lock::backend::{
+    BackendError, Broke, ChangeListener, Created, LockBackend, Refreshed, Released, Step,
+};
 pub use lock::handle::Lock;
 pub use lock::lease::{HeldLock, LockState};
 pub use lock::memory::MemoryBackend;
@@ -36,6 +38,7 @@ pub use lock::options::{
     DEFAULT_MAX_WAIT, DEFAULT_POLL, LockOptions, MAX_DURATION, MIN_DEFAULT_HEARTBEAT, OptionsError,
     Timing, Warning, WarningHook,
 };
+pub use lock::probe::HostProbe;
 pub use lock::record::{Holder, Identity, Inspection, LockRecord, Observed, OwnerId};
 pub use lock::{acquire, heartbeat, stale};
 pub use serializer::{KeyGuard, Serializer, Turn, default_serializer, serialize};

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use heldlock_core::acquire::{Acquire, Action, Event, MAX_STEPS_WITHOUT_SLEEP, Outcome};
+use heldlock_core::acquire::{
+    Acquire, Action, Event, MAX_STEPS_WITHOUT_SLEEP, MIN_BACKOFF, Outcome, Waiting,
+};
 use heldlock_core::heartbeat::{Beat, Heartbeat};
 use heldlock_core::stale::{Now, StaleJudge, StaleReason, Verdict};
 use heldlock_core::{
@@ -46,7 +48,7 @@ fn observed(identity: u8, refreshed_at: SystemTime) -> Observed {
 #[test]
 fn acquire_created_is_done() {
     let clock = Clock::new();
-    let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0);
+    let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0, Waiting::Notified);
     assert_eq!(m.start(), Action::TryCreate);
     assert_eq!(
         m.next(Event::Created(Created::Created), clock.0),
@@ -58,7 +60,7 @@ fn acquire_created_is_done() {
 fn acquire_fresh_lock_backs_off_then_times_out_at_the_deadline() {
     let mut clock = Clock::new();
     let t = timing(5000);
-    let mut m = Acquire::new(t, 120 * MS, clock.0);
+    let mut m = Acquire::new(t, 120 * MS, clock.0, Waiting::Notified);
     let _ = m.start();
     let fresh = observed(1, clock.0.wall);
     assert_eq!(
@@ -102,7 +104,7 @@ fn behavior_22_poll_larger_than_the_wait_is_capped() {
         .poll(Duration::from_secs(60))
         .validate()
         .unwrap();
-    let mut m = Acquire::new(t, 200 * MS, clock.0);
+    let mut m = Acquire::new(t, 200 * MS, clock.0, Waiting::Notified);
     let _ = m.start();
     let _ = m.next(Event::Created(Created::Exists), clock.0);
     let action = m.next(
@@ -115,7 +117,7 @@ fn behavior_22_poll_larger_than_the_wait_is_capped() {
 #[test]
 fn acquire_breaks_an_old_stamp_then_retries_create() {
     let clock = Clock::new();
-    let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0);
+    let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0, Waiting::Notified);
     let _ = m.start();
     let old = observed(1, clock.0.wall - Duration::from_secs(60));
     let _ = m.next(Event::Created(Created::Exists), clock.0);
@@ -138,7 +140,7 @@ fn acquire_breaks_an_old_stamp_then_retries_create() {
 #[test]
 fn acquire_re_inspects_when_the_break_found_a_change() {
     let clock = Clock::new();
-    let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0);
+    let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0, Waiting::Notified);
     let _ = m.start();
     let _ = m.next(Event::Created(Created::Exists), clock.0);
     let _ = m.next(
@@ -157,7 +159,7 @@ fn acquire_re_inspects_when_the_break_found_a_change() {
 #[test]
 fn acquire_never_spins_when_the_lock_keeps_vanishing() {
     let clock = Clock::new();
-    let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0);
+    let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0, Waiting::Notified);
     let mut action = m.start();
     let mut steps = 0;
     while !matches!(action, Action::Sleep(_)) {
@@ -354,4 +356,88 @@ fn default_heartbeat_is_a_third_of_stale_with_a_floor() {
         "the floor never reaches half of stale"
     );
     assert_eq!(timing(60).heartbeat, 20 * MS);
+}
+
+#[test]
+fn without_notification_the_backoff_grows_from_one_millisecond_with_jitter() {
+    let mut clock = Clock::new();
+    let t = timing(5000); // poll 50 ms
+    let mut m = Acquire::new(
+        t,
+        Duration::from_secs(5),
+        clock.0,
+        Waiting::Backoff { seed: 7 },
+    );
+    let fresh = observed(1, clock.0.wall);
+    let _ = m.start();
+    let mut sleeps = Vec::new();
+    for _ in 0..10 {
+        let now = clock.0;
+        assert_eq!(
+            m.next(Event::Created(Created::Exists), now),
+            Action::Inspect
+        );
+        match m.next(Event::Inspected(Inspection::Present(fresh.clone())), now) {
+            Action::Sleep(d) => sleeps.push(d),
+            other => panic!("expected a sleep, got {other:?}"),
+        }
+        let now = clock.advance(*sleeps.last().unwrap());
+        assert_eq!(m.next(Event::Woke, now), Action::TryCreate);
+    }
+    for (n, sleep) in sleeps.iter().enumerate() {
+        let step = (MIN_BACKOFF * (1 << n)).min(t.poll);
+        assert!(
+            *sleep >= step / 2 && *sleep <= step,
+            "sleep {n} = {sleep:?}, step {step:?}"
+        );
+    }
+    assert!(
+        sleeps[0] <= MIN_BACKOFF,
+        "the first retry comes within 1 ms"
+    );
+    assert!(sleeps[9] >= t.poll / 2, "and the backoff reaches poll");
+}
+
+#[test]
+fn backoff_jitter_differs_between_seeds_and_repeats_for_one_seed() {
+    let run = |seed| {
+        let clock = Clock::new();
+        let mut m = Acquire::new(
+            timing(5000),
+            Duration::from_secs(5),
+            clock.0,
+            Waiting::Backoff { seed },
+        );
+        let fresh = observed(1, clock.0.wall);
+        let _ = m.start();
+        (0..6)
+            .map(|_| {
+                let _ = m.next(Event::Created(Created::Exists), clock.0);
+                let action = m.next(
+                    Event::Inspected(Inspection::Present(fresh.clone())),
+                    clock.0,
+                );
+                let _ = m.next(Event::Woke, clock.0);
+                action
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+}
+
+#[test]
+fn a_dead_holder_is_broken_at_once() {
+    let clock = Clock::new();
+    let mut m = Acquire::new(timing(30_000), 5000 * MS, clock.0, Waiting::Notified);
+    let _ = m.start();
+    let fresh = observed(1, clock.0.wall);
+    let _ = m.next(Event::Created(Created::Exists), clock.0);
+    match m.next(Event::HolderDead(fresh.clone()), clock.0) {
+        Action::Break {
+            observed,
+            reason: StaleReason::HolderDead,
+        } => assert_eq!(observed, fresh),
+        other => panic!("expected a break, got {other:?}"),
+    }
 }

@@ -9,12 +9,20 @@
 //! | `TryCreate` | exists | `Inspect` |
 //! | `Inspect` | absent | `TryCreate` |
 //! | `Inspect` | present, stale | `Break(observed)` |
+//! | `Inspect` | present, holder known dead (same host) | `Break(observed)` |
 //! | `Inspect` | present, fresh | back off |
 //! | `Break` | broken / absent | `TryCreate` |
 //! | `Break` | changed | `Inspect` |
 //! | `Sleep` | woke | `TryCreate` |
 //! | back off | deadline passed | `Done(TimedOut)` |
-//! | back off | time left | `Sleep(min(poll, time left))` |
+//! | back off | time left, waiter notified of changes | `Sleep(min(poll, time left))` |
+//! | back off | time left, no notification | `Sleep(min(backoff, time left))` |
+//!
+//! A waiter that the backend notifies of changes (`LockBackend::listen`) is
+//! woken by the release itself; its sleep of `poll` is only the safety net.
+//! A waiter without notification backs off exponentially from 1 ms up to
+//! `poll`, with jitter (each sleep is drawn from the upper half of the current
+//! step), so that waiters do not poll in lock-step.
 //!
 //! A run of more than [`MAX_STEPS_WITHOUT_SLEEP`] steps without a sleep (a
 //! lock that keeps vanishing and reappearing) backs off too, so a waiter
@@ -71,6 +79,9 @@ pub enum Event {
     Created(Created),
     /// `Inspect` returned.
     Inspected(Inspection),
+    /// `Inspect` found this lock, and the host knows its holder process is
+    /// gone (`HostProbe::holder_is_dead`).
+    HolderDead(Observed),
     /// `Break` returned.
     Broke(Broke),
     /// The sleep ended.
@@ -87,12 +98,38 @@ pub struct Acquire {
     last_holder: Option<Holder>,
     steps_without_sleep: u32,
     done: bool,
+    waiting: Waiting,
+    /// Sleeps taken so far: the exponent of the backoff.
+    sleeps: u32,
+    /// xorshift64* state for the backoff jitter (never zero).
+    jitter: u64,
 }
+
+/// How a waiter learns that a busy lock became free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// The backend wakes the waiter on changes; sleeps of `poll` are a safety
+    /// net only.
+    Notified,
+    /// Nothing wakes the waiter: exponential backoff with jitter from 1 ms to
+    /// `poll`. The seed makes the jitter reproducible; any value works.
+    Backoff {
+        /// Seed of the jitter.
+        seed: u64,
+    },
+}
+
+/// The first backoff step.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(1);
 
 impl Acquire {
     /// Starts an acquisition at `now` that waits at most `max_wait` (zero
     /// means: try once, never sleep). Call [`start`](Self::start) next.
-    pub fn new(timing: Timing, max_wait: Duration, now: Now) -> Self {
+    pub fn new(timing: Timing, max_wait: Duration, now: Now, waiting: Waiting) -> Self {
+        let seed = match waiting {
+            Waiting::Notified => 0,
+            Waiting::Backoff { seed } => seed,
+        };
         Acquire {
             timing,
             started: now.instant,
@@ -101,6 +138,10 @@ impl Acquire {
             last_holder: None,
             steps_without_sleep: 0,
             done: false,
+            waiting,
+            sleeps: 0,
+            // SplitMix64's finaliser spreads any seed, and `| 1` keeps it non-zero.
+            jitter: splitmix(seed) | 1,
         }
     }
 
@@ -126,6 +167,11 @@ impl Acquire {
                     Verdict::Stale(reason) => self.hurry(Action::Break { observed, reason }, now),
                     Verdict::Fresh => self.back_off(now),
                 }
+            }
+            Event::HolderDead(observed) => {
+                self.last_holder = Some(observed.holder.clone());
+                let reason = StaleReason::HolderDead;
+                self.hurry(Action::Break { observed, reason }, now)
             }
             Event::Broke(Broke::Broken | Broke::Absent) => self.hurry(Action::TryCreate, now),
             Event::Broke(Broke::Changed) => self.hurry(Action::Inspect, now),
@@ -157,6 +203,34 @@ impl Acquire {
             });
         }
         let left = self.deadline.saturating_duration_since(now.instant);
-        Action::Sleep(self.timing.poll.min(left))
+        let step = match self.waiting {
+            Waiting::Notified => self.timing.poll,
+            Waiting::Backoff { .. } => self.next_backoff(),
+        };
+        self.sleeps = self.sleeps.saturating_add(1);
+        Action::Sleep(step.min(left))
     }
+
+    /// The next backoff sleep: a draw from the upper half of
+    /// `min(poll, MIN_BACKOFF * 2^sleeps)`.
+    fn next_backoff(&mut self) -> Duration {
+        let step = MIN_BACKOFF
+            .saturating_mul(1u32 << self.sleeps.min(30))
+            .min(self.timing.poll);
+        let nanos = u64::try_from(step.as_nanos()).unwrap_or(u64::MAX);
+        let half = nanos / 2;
+        // xorshift64*: cheap, and plenty for spreading sleeps.
+        self.jitter ^= self.jitter >> 12;
+        self.jitter ^= self.jitter << 25;
+        self.jitter ^= self.jitter >> 27;
+        let draw = self.jitter.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        Duration::from_nanos(half + draw % (nanos - half + 1))
+    }
+}
+
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -1,7 +1,9 @@
 //! The five atomic operations a lock backend provides.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -69,7 +71,23 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
         let _ = owner;
         None
     }
+
+    /// A notification that the lock may have become free: it completes once
+    /// the lock is released, broken or removed *after* this call (spurious
+    /// completions are allowed). The core subscribes before each look at a
+    /// busy lock and wakes its waiter with it instead of sleeping out its
+    /// poll.
+    ///
+    /// Return `None` (the default) when the backend cannot notify; waiters
+    /// then poll with an exponential backoff.
+    fn listen(&self) -> Option<ChangeListener> {
+        None
+    }
 }
+
+/// A future that completes when a lock may have changed; see
+/// [`LockBackend::listen`].
+pub type ChangeListener = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// The result of [`LockBackend::try_create`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +246,9 @@ macro_rules! forward_backend {
             }
             fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
                 (**self).release_blocking(owner)
+            }
+            fn listen(&self) -> Option<ChangeListener> {
+                (**self).listen()
             }
         }
     )*};

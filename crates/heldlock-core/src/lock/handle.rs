@@ -2,18 +2,27 @@
 //! the acquire machine against the backend.
 
 use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
+use std::future::{Future, poll_fn};
+use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::Poll;
 use std::time::Duration;
 
-use super::acquire::{Acquire, Action, Event, Outcome};
-use super::backend::LockBackend;
+use super::acquire::{Acquire, Action, Event, Outcome, Waiting};
+use super::backend::{ChangeListener, Created, LockBackend};
 use super::lease::{HeldLock, Lease, LockState};
 use super::options::{LockOptions, Timing, Warning};
-use super::record::{Inspection, LockRecord};
+use super::probe::HostProbe;
+use super::record::{Holder, Inspection, LockRecord};
 use super::stale::Now;
 use crate::clock::Runtime;
 use crate::error::Error;
+use crate::serializer::{KeyGuard, Serializer};
+
+/// The process-wide queue of waiters per lock resource (see
+/// [`Lock::queue_in_process`]).
+static LOCAL_QUEUE: LazyLock<Serializer<String>> = LazyLock::new(Serializer::new);
 
 /// A held lock on one resource: a backend, the runtime that gives it time and
 /// runs its heartbeat, and validated options.
@@ -47,6 +56,8 @@ pub struct Lock {
     runtime: Arc<dyn Runtime>,
     options: LockOptions,
     timing: Timing,
+    probe: Option<Arc<dyn HostProbe>>,
+    queue_in_process: bool,
 }
 
 impl Lock {
@@ -66,7 +77,27 @@ impl Lock {
             runtime,
             options,
             timing,
+            probe: None,
+            queue_in_process: false,
         })
+    }
+
+    /// Lets `probe` identify our process in the records we write and judge
+    /// whether a holder on this host is dead; see [`HostProbe`].
+    #[must_use]
+    pub fn with_host_probe(mut self, probe: Arc<dyn HostProbe>) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// Whether the waiters of this process for the same resource first queue
+    /// among themselves, in call order, so that only one of them at a time
+    /// touches the backend (default `false`; `FileLock` turns it on). The
+    /// queue is keyed by [`LockBackend::resource`] and process-wide.
+    #[must_use]
+    pub fn queue_in_process(mut self, enabled: bool) -> Self {
+        self.queue_in_process = enabled;
+        self
     }
 
     /// The validated timings.
@@ -152,17 +183,72 @@ impl Lock {
         });
     }
 
+    /// Waits for this process's turn on the resource, up to `max_wait`.
+    async fn local_turn(&self, max_wait: Duration) -> Option<KeyGuard<String>> {
+        let key = self.backend.resource();
+        if max_wait.is_zero() {
+            return LOCAL_QUEUE.try_lock(key);
+        }
+        let mut turn = LOCAL_QUEUE.lock(key);
+        let mut timer = self.runtime.sleep(max_wait);
+        poll_fn(|cx| {
+            if let Poll::Ready(guard) = Pin::new(&mut turn).poll(cx) {
+                return Poll::Ready(Some(guard));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    }
+
     async fn acquire_within(&self, max_wait: Duration) -> Result<HeldLock, Error> {
-        let record = LockRecord::for_this_process(self.runtime.now());
-        let mut machine = Acquire::new(self.timing, max_wait, self.now());
+        let started = self.runtime.instant();
+        let local = if self.queue_in_process {
+            match self.local_turn(max_wait).await {
+                Some(guard) => Some(guard),
+                None => {
+                    // Another task of this process holds or waits for it.
+                    let holder = match self.backend.inspect().await? {
+                        Inspection::Present(observed) => Some(observed.holder),
+                        Inspection::Absent => None,
+                    };
+                    return Err(Error::Timeout {
+                        resource: self.backend.resource(),
+                        holder,
+                        waited: self.runtime.instant().saturating_duration_since(started),
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        let waited = self.runtime.instant().saturating_duration_since(started);
+        let mut record = LockRecord::for_this_process(self.runtime.now());
+        if let Some(probe) = &self.probe {
+            record.fields = probe.fields();
+        }
+        let waiting = if self.backend.listen().is_some() {
+            Waiting::Notified
+        } else {
+            let seed = RandomState::new().hash_one(record.owner.as_str());
+            Waiting::Backoff { seed }
+        };
+        let mut machine = Acquire::new(
+            self.timing,
+            max_wait.saturating_sub(waited),
+            self.now(),
+            waiting,
+        );
         let mut action = machine.start();
+        // Subscribed before each look at a busy lock, so that a release
+        // between the look and the sleep still wakes the sleep.
+        let mut wake: Vec<ChangeListener> = Vec::new();
         loop {
             let event = match action {
                 Action::TryCreate => {
                     let mut record = record.clone();
                     record.acquired_at = self.runtime.now();
                     let created = self.backend.try_create(&record).await?;
-                    if created == super::backend::Created::Created {
+                    if created == Created::Created {
                         let lease = Lease::new(
                             Arc::clone(&self.backend),
                             Arc::clone(&self.runtime),
@@ -170,17 +256,29 @@ impl Lock {
                             self.timing,
                             record,
                         );
-                        return Ok(HeldLock::start(lease));
+                        return Ok(HeldLock::start(lease, local));
                     }
                     Event::Created(created)
                 }
-                Action::Inspect => Event::Inspected(self.backend.inspect().await?),
+                Action::Inspect => {
+                    wake.clear();
+                    wake.extend(self.backend.listen());
+                    self.inspect_judging_liveness(&mut wake).await?
+                }
                 Action::Break { observed, reason } => {
                     tracing::debug!(resource = %self.backend.resource(), holder = %observed.holder, ?reason, "breaking a stale lock");
                     Event::Broke(self.backend.break_if_unchanged(&observed).await?)
                 }
                 Action::Sleep(duration) => {
-                    self.runtime.sleep(duration).await;
+                    let mut timer = self.runtime.sleep(duration);
+                    let mut wake = std::mem::take(&mut wake);
+                    poll_fn(|cx| {
+                        if wake.iter_mut().any(|w| w.as_mut().poll(cx).is_ready()) {
+                            return Poll::Ready(());
+                        }
+                        timer.as_mut().poll(cx)
+                    })
+                    .await;
                     Event::Woke
                 }
                 Action::Done(Outcome::TimedOut { holder, waited }) => {
@@ -196,6 +294,26 @@ impl Lock {
             };
             action = machine.next(event, self.now());
         }
+    }
+}
+
+impl Lock {
+    /// Inspects the lock; asks the host probe whether a present holder is
+    /// dead, and adds a watch on its exit to `wake` when it is alive here.
+    async fn inspect_judging_liveness(
+        &self,
+        wake: &mut Vec<ChangeListener>,
+    ) -> Result<Event, Error> {
+        let inspection = self.backend.inspect().await?;
+        if let (Some(probe), Inspection::Present(observed)) = (&self.probe, &inspection)
+            && let Holder::Record(record) = &observed.holder
+        {
+            if probe.holder_is_dead(record) {
+                return Ok(Event::HolderDead(observed.clone()));
+            }
+            wake.extend(probe.watch_exit(record));
+        }
+        Ok(Event::Inspected(inspection))
     }
 }
 

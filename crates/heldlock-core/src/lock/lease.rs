@@ -16,6 +16,7 @@ use super::options::{LockOptions, Timing, Warning};
 use super::record::{LockRecord, OwnerId};
 use crate::clock::Runtime;
 use crate::error::Error;
+use crate::serializer::KeyGuard;
 
 /// A flag that is set once and can be awaited.
 #[derive(Debug, Default)]
@@ -211,13 +212,19 @@ impl Lease {
 #[clippy::has_significant_drop]
 pub struct HeldLock {
     lease: Arc<Lease>,
+    /// This process's turn on the resource, when waiters queue in process;
+    /// dropped (passing the turn on) right after the lock is released.
+    _local_turn: Option<KeyGuard<String>>,
 }
 
 impl HeldLock {
-    pub(crate) fn start(lease: Arc<Lease>) -> Self {
+    pub(crate) fn start(lease: Arc<Lease>, local_turn: Option<KeyGuard<String>>) -> Self {
         let heartbeat = Arc::clone(&lease).heartbeat();
         lease.runtime.spawn(Box::pin(heartbeat));
-        HeldLock { lease }
+        HeldLock {
+            lease,
+            _local_turn: local_turn,
+        }
     }
 
     /// Re-asserts ownership now: checks that the lock is still ours, re-stamps

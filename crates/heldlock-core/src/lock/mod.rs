@@ -8,5 +8,6 @@ pub mod heartbeat;
 pub(crate) mod lease;
 pub(crate) mod memory;
 pub(crate) mod options;
+pub(crate) mod probe;
 pub(crate) mod record;
 pub mod stale;

@@ -28,6 +28,9 @@ pub enum StaleReason {
         /// How long it stayed unchanged.
         for_: Duration,
     },
+    /// Its holder ran on this host, boot and pid namespace, and that process
+    /// is gone (see `HostProbe`).
+    HolderDead,
 }
 
 /// The verdict on one observation.

@@ -585,6 +585,18 @@ impl<V: Vfs> LockBackend for FsBackend<V> {
     fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
         V::BLOCKING_OK.then(|| block_on(self.do_release(owner)))
     }
+
+    /// On the real file system, a listener that completes when the lock's
+    /// name is removed or renamed away (release and break both rename it),
+    /// through inotify on its directory; `None` elsewhere or when inotify
+    /// cannot watch it (waiters then poll with a backoff).
+    fn listen(&self) -> Option<heldlock_core::ChangeListener> {
+        if V::NOTIFIES {
+            crate::watch::lock_removed(&self.path)
+        } else {
+            None
+        }
+    }
 }
 
 /// What the look at a path found.

@@ -9,10 +9,18 @@ use std::sync::Arc;
 use heldlock_core::{Error, HeldLock, Inspection, Lock, LockOptions, LockState, Runtime, Timing};
 
 use crate::backend::FsBackend;
+use crate::host::LocalHost;
 
 /// A held lock on one lock file: created with `O_EXCL`, kept fresh by a
 /// heartbeat while held, broken safely once its holder is judged dead, and
 /// removed only while it is still ours.
+///
+/// Waiting is cheap and prompt: a waiter is woken by the release itself
+/// (inotify on the lock's directory; its `poll` is only a safety net), by the
+/// exit of a same-host holder (a pidfd), and waiters of one process queue
+/// among themselves in call order so that only one of them touches the file
+/// system. A holder on this host, boot and pid namespace that died is broken
+/// at once, without waiting for `stale`.
 ///
 /// `R` is the runtime that gives the lock its clock and runs its heartbeat;
 /// the adapter crates name it for you (`heldlock_tokio::FileLock` is
@@ -66,7 +74,13 @@ impl<R: Runtime> FileLock<R> {
     ) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
         let backend = FsBackend::new(&path)?;
-        let lock = Lock::new(Arc::new(backend), Arc::new(runtime), options)?;
+        let lock = Lock::new(Arc::new(backend), Arc::new(runtime), options)?
+            // Waiters of this process take turns among themselves first: only
+            // one of them polls the file system, and they get it in call order.
+            .queue_in_process(true)
+            // Records carry host, boot, pid namespace and start time, and a
+            // same-host waiter breaks a dead holder's lock at once.
+            .with_host_probe(Arc::new(LocalHost::new()));
         Ok(FileLock {
             lock,
             path,

@@ -68,10 +68,13 @@
 mod backend;
 mod error;
 mod file_lock;
+mod host;
 pub mod record;
 mod vfs;
+mod watch;
 
 pub use backend::{FsBackend, MAX_READ};
 pub use error::FsError;
 pub use file_lock::FileLock;
+pub use host::LocalHost;
 pub use vfs::{FileKind, Meta, RealFile, RealFs, Vfs, VfsFile};

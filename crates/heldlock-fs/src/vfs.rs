@@ -39,6 +39,11 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
     /// system whose futures wait for a scheduler must keep it `false`.
     const BLOCKING_OK: bool = false;
 
+    /// Whether this is the host's real file system, whose changes the
+    /// kernel can report (inotify): lock waiters are then woken by a release
+    /// instead of polling. `false` (the default) for simulated file systems.
+    const NOTIFIES: bool = false;
+
     /// `mkdir -p`: creates `path` and any missing parents; succeeds if it
     /// already is a directory.
     fn create_dir_all(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
@@ -154,6 +159,7 @@ impl Vfs for RealFs {
     type File = RealFile;
 
     const BLOCKING_OK: bool = true;
+    const NOTIFIES: bool = true;
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         std::fs::create_dir_all(path)

@@ -1,0 +1,395 @@
+//! Waking waiters when a lock may have become free, without a runtime.
+//!
+//! One watcher thread per process (started on first use) polls:
+//!
+//! * an inotify descriptor watching the directories of locks that someone
+//!   waits for: a removal of a lock's name (`IN_DELETE`, `IN_MOVED_FROM`:
+//!   release and break both rename the lock away) wakes that lock's waiters;
+//! * pidfds of same-host holders (Linux `pidfd_open`): a pidfd becomes
+//!   readable when its process exits, which wakes the waiters of that holder
+//!   the moment it dies.
+//!
+//! Waiters hold [`ChangeListener`] futures. Registrations are shared per lock
+//! path and per holder, and are dropped once no listener refers to them. When
+//! anything here is unavailable (no inotify, watch limit reached, no pidfd),
+//! the functions return `None` and waiters fall back to polling.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+
+use heldlock_core::ChangeListener;
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
+
+/// A counter of events plus the wakers waiting for the next one.
+#[derive(Debug, Default)]
+struct Notify {
+    generation: AtomicU64,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Notify {
+    fn wakers(&self) -> MutexGuard<'_, Vec<Waker>> {
+        self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn notify(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.wakers());
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// A future that completes at the first event after this call.
+    fn listen(self: &Arc<Self>) -> ChangeListener {
+        Box::pin(Listener {
+            seen: self.generation.load(Ordering::SeqCst),
+            notify: Arc::clone(self),
+        })
+    }
+}
+
+struct Listener {
+    notify: Arc<Notify>,
+    seen: u64,
+}
+
+impl Future for Listener {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let fired = || self.notify.generation.load(Ordering::SeqCst) != self.seen;
+        if fired() {
+            return Poll::Ready(());
+        }
+        {
+            let mut wakers = self.notify.wakers();
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+        }
+        if fired() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// A watched directory: its inotify watch and the lock names waited for.
+#[derive(Debug)]
+struct Dir {
+    watch: i32,
+    names: HashMap<OsString, Weak<Notify>>,
+}
+
+/// A watched holder process.
+#[derive(Debug)]
+struct Exit {
+    pidfd: Arc<OwnedFd>,
+    notify: Weak<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    dirs: HashMap<PathBuf, Dir>,
+    exits: HashMap<(u32, u64), Exit>,
+}
+
+#[derive(Debug)]
+struct Watcher {
+    inotify: OwnedFd,
+    /// Written to when the set of pidfds changes, to restart the poll.
+    wake_write: OwnedFd,
+    wake_read: OwnedFd,
+    state: Mutex<State>,
+}
+
+impl Watcher {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn poke(&self) {
+        let _ = rustix::io::write(&self.wake_write, &[1]);
+    }
+
+    /// The watcher thread's loop: never returns while the process lives.
+    fn run(&self) {
+        let mut buffer = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        loop {
+            let pidfds: Vec<((u32, u64), Arc<OwnedFd>)> = {
+                let mut state = self.state();
+                state.exits.retain(|_, exit| exit.notify.strong_count() > 0);
+                state
+                    .exits
+                    .iter()
+                    .map(|(key, exit)| (*key, Arc::clone(&exit.pidfd)))
+                    .collect()
+            };
+            let mut fds = vec![
+                PollFd::new(&self.wake_read, PollFlags::IN),
+                PollFd::new(&self.inotify, PollFlags::IN),
+            ];
+            fds.extend(
+                pidfds
+                    .iter()
+                    .map(|(_, fd)| PollFd::new(fd.as_ref(), PollFlags::IN)),
+            );
+            if rustix::event::poll(&mut fds, None).is_err() {
+                continue; // EINTR; anything else would repeat, but poll has no other failure here
+            }
+            let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
+            drop(fds);
+            if ready[0] {
+                let mut sink = [0u8; 64];
+                while matches!(rustix::io::read(&self.wake_read, &mut sink), Ok(n) if n > 0) {}
+            }
+            if ready[1] {
+                self.read_inotify(&mut buffer);
+            }
+            let exited: Vec<(u32, u64)> = pidfds
+                .iter()
+                .zip(&ready[2..])
+                .filter(|(_, ready)| **ready)
+                .map(|((key, _), _)| *key)
+                .collect();
+            if !exited.is_empty() {
+                let notifies: Vec<Arc<Notify>> = {
+                    let mut state = self.state();
+                    exited
+                        .iter()
+                        .filter_map(|key| state.exits.remove(key))
+                        .filter_map(|exit| exit.notify.upgrade())
+                        .collect()
+                };
+                notifies.iter().for_each(|n| n.notify());
+            }
+        }
+    }
+
+    fn read_inotify(&self, buffer: &mut [std::mem::MaybeUninit<u8>]) {
+        let mut fired: Vec<Arc<Notify>> = Vec::new();
+        let mut reader = inotify::Reader::new(&self.inotify, buffer);
+        loop {
+            let event = match reader.next() {
+                Ok(event) => event,
+                Err(_) => break, // EAGAIN: drained
+            };
+            let mut state = self.state();
+            let flags = event.events();
+            if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                // Events were lost: wake everyone, they look again.
+                for dir in state.dirs.values() {
+                    fired.extend(dir.names.values().filter_map(Weak::upgrade));
+                }
+                continue;
+            }
+            let wd = event.wd();
+            let Some((path, dir)) = state.dirs.iter_mut().find(|(_, d)| d.watch == wd) else {
+                continue;
+            };
+            if flags.contains(ReadFlags::IGNORED) {
+                // The directory went away: its waiters must look again.
+                fired.extend(dir.names.values().filter_map(Weak::upgrade));
+                let path = path.clone();
+                state.dirs.remove(&path);
+                continue;
+            }
+            if let Some(name) = event.file_name()
+                && let Some(notify) = dir
+                    .names
+                    .get(std::ffi::OsStr::from_bytes(name.to_bytes()))
+                    .and_then(Weak::upgrade)
+            {
+                fired.push(notify);
+            }
+        }
+        fired.iter().for_each(|n| n.notify());
+    }
+}
+
+/// The process's watcher, started on first use; `None` when inotify or the
+/// thread are not available.
+fn watcher() -> Option<&'static Watcher> {
+    static WATCHER: OnceLock<Option<Watcher>> = OnceLock::new();
+    WATCHER
+        .get_or_init(|| {
+            let flags = inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK;
+            let inotify = inotify::init(flags).ok()?;
+            let pipe_flags = rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK;
+            let (wake_read, wake_write) = rustix::pipe::pipe_with(pipe_flags).ok()?;
+            Some(Watcher {
+                inotify,
+                wake_write,
+                wake_read,
+                state: Mutex::new(State::default()),
+            })
+        })
+        .as_ref()
+        .filter(|watcher| start_thread(watcher))
+}
+
+fn start_thread(watcher: &'static Watcher) -> bool {
+    static STARTED: OnceLock<bool> = OnceLock::new();
+    *STARTED.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("heldlock-watch".into())
+            .spawn(move || watcher.run())
+            .is_ok()
+    })
+}
+
+/// A listener that completes when the lock file at `path` is removed or
+/// renamed away after this call; `None` when that cannot be watched.
+pub(crate) fn lock_removed(path: &Path) -> Option<ChangeListener> {
+    let watcher = watcher()?;
+    let name = path.file_name()?.to_os_string();
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut state = watcher.state();
+    if !state.dirs.contains_key(&dir) {
+        let flags = WatchFlags::DELETE | WatchFlags::MOVED_FROM | WatchFlags::ONLYDIR;
+        let watch = inotify::add_watch(&watcher.inotify, &dir, flags).ok()?;
+        state.dirs.insert(
+            dir.clone(),
+            Dir {
+                watch,
+                names: HashMap::new(),
+            },
+        );
+    }
+    let entry = state.dirs.get_mut(&dir)?;
+    entry.names.retain(|_, notify| notify.strong_count() > 0);
+    let notify = match entry.names.get(&name).and_then(Weak::upgrade) {
+        Some(notify) => notify,
+        None => {
+            let notify = Arc::new(Notify::default());
+            entry.names.insert(name, Arc::downgrade(&notify));
+            notify
+        }
+    };
+    drop(state);
+    Some(notify.listen())
+}
+
+/// A listener that completes when the process `pid`, started at `start`
+/// (clock ticks since boot), exits; `None` when it cannot be watched.
+pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
+    let watcher = watcher()?;
+    let mut state = watcher.state();
+    if let Some(notify) = state
+        .exits
+        .get(&(pid, start))
+        .and_then(|e| e.notify.upgrade())
+    {
+        return Some(notify.listen());
+    }
+    let raw = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()?;
+    let notify = Arc::new(Notify::default());
+    let listener = notify.listen();
+    // The pid may have been reused between the record and the open: only a
+    // pidfd of the process started at `start` watches the holder.
+    if crate::host::start_time(pid) != Some(start) {
+        notify.notify();
+        return Some(listener);
+    }
+    state.exits.insert(
+        (pid, start),
+        Exit {
+            pidfd: Arc::new(pidfd),
+            notify: Arc::downgrade(&notify),
+        },
+    );
+    drop(state);
+    watcher.poke();
+    // The registration lives as long as some listener holds `notify`.
+    Some(Box::pin(async move {
+        let _registration = notify;
+        listener.await;
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on_with_timeout(listener: ChangeListener, limit: std::time::Duration) -> bool {
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            futures::executor::block_on(listener);
+            let _ = done.send(());
+        });
+        wait.recv_timeout(limit).is_ok()
+    }
+
+    #[test]
+    fn removing_a_watched_lock_wakes_its_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.lock");
+        std::fs::write(&path, "x").unwrap();
+        let Some(listener) = lock_removed(&path) else {
+            eprintln!("inotify unavailable here; skipping");
+            return;
+        };
+        let other = lock_removed(&dir.path().join("other.lock")).unwrap();
+        std::fs::rename(&path, dir.path().join("state.lock.releasing.x")).unwrap();
+        // A generous bound: the event is immediate, the machine may be busy.
+        assert!(block_on_with_timeout(
+            listener,
+            std::time::Duration::from_secs(10)
+        ));
+        assert!(
+            !block_on_with_timeout(other, std::time::Duration::from_millis(200)),
+            "another name stays quiet"
+        );
+    }
+
+    #[test]
+    fn a_child_exit_wakes_its_exit_listener() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let Some(start) = crate::host::start_time(pid) else {
+            eprintln!("no /proc here; skipping");
+            return;
+        };
+        let Some(listener) = process_exit(pid, start) else {
+            eprintln!("pidfd unavailable here; skipping");
+            let _ = child.kill();
+            return;
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(block_on_with_timeout(
+            listener,
+            std::time::Duration::from_secs(10)
+        ));
+    }
+
+    #[test]
+    fn a_reused_pid_counts_as_exited_at_once() {
+        let me = std::process::id();
+        let Some(start) = crate::host::start_time(me) else {
+            return;
+        };
+        if let Some(listener) = process_exit(me, start + 1) {
+            assert!(block_on_with_timeout(
+                listener,
+                std::time::Duration::from_secs(10)
+            ));
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The lock driver on virtual time: what wakes a waiter, and what it asks the
+//! host probe. Nothing here sleeps in real time: the `ManualClock` only moves
+//! when a test advances it, so a waiter that completes without an advance was
+//! woken by something else.
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use heldlock_core::{
+    BackendError, Broke, ChangeListener, Created, HostProbe, Inspection, Lock, LockBackend,
+    LockOptions, LockRecord, ManualClock, MemoryBackend, Observed, OwnerId, Refreshed, Released,
+};
+
+/// A one-shot-per-call notification the test fires by hand.
+#[derive(Default)]
+struct Bell {
+    rung: AtomicUsize,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Bell {
+    fn ring(&self) {
+        self.rung.fetch_add(1, Ordering::SeqCst);
+        self.wakers.lock().unwrap().drain(..).for_each(Waker::wake);
+    }
+}
+
+/// `MemoryBackend` plus change notification driven by a `Bell`.
+#[derive(Debug)]
+struct Notifying {
+    inner: MemoryBackend,
+    bell: Arc<Bell>,
+    listens: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Bell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bell")
+    }
+}
+
+#[async_trait]
+impl LockBackend for Notifying {
+    fn resource(&self) -> String {
+        self.inner.resource()
+    }
+    async fn try_create(&self, record: &LockRecord) -> Result<Created, BackendError> {
+        self.inner.try_create(record).await
+    }
+    async fn inspect(&self) -> Result<Inspection, BackendError> {
+        self.inner.inspect().await
+    }
+    async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
+        self.inner.refresh(owner, now).await
+    }
+    async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
+        self.inner.break_if_unchanged(observed).await
+    }
+    async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
+        self.inner.release(owner).await
+    }
+    fn listen(&self) -> Option<ChangeListener> {
+        self.listens.fetch_add(1, Ordering::SeqCst);
+        let bell = Arc::clone(&self.bell);
+        let seen = bell.rung.load(Ordering::SeqCst);
+        Some(Box::pin(std::future::poll_fn(move |cx| {
+            if bell.rung.load(Ordering::SeqCst) != seen {
+                return Poll::Ready(());
+            }
+            bell.wakers.lock().unwrap().push(cx.waker().clone());
+            if bell.rung.load(Ordering::SeqCst) != seen {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })))
+    }
+}
+
+fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn options() -> LockOptions {
+    LockOptions::new(Duration::from_secs(30))
+        .poll(Duration::from_secs(10))
+        .max_wait(Duration::from_secs(60))
+}
+
+#[test]
+fn a_notified_waiter_wakes_on_the_change_without_any_time_passing() {
+    let clock = ManualClock::new();
+    let shared = MemoryBackend::new("driver");
+    let bell = Arc::new(Bell::default());
+    let listens = Arc::new(AtomicUsize::new(0));
+    let holder = Lock::new(Arc::new(shared.clone()), Arc::new(clock.clone()), options()).unwrap();
+    let waiter_backend = Notifying {
+        inner: shared.clone(),
+        bell: Arc::clone(&bell),
+        listens: Arc::clone(&listens),
+    };
+    let waiter = Lock::new(Arc::new(waiter_backend), Arc::new(clock.clone()), options()).unwrap();
+
+    let held = futures::executor::block_on(holder.acquire()).unwrap();
+    let mut acquiring = pin!(waiter.acquire());
+    assert!(
+        poll_once(acquiring.as_mut()).is_pending(),
+        "busy: the waiter sleeps"
+    );
+    assert!(
+        listens.load(Ordering::SeqCst) >= 1,
+        "it subscribed before looking"
+    );
+
+    futures::executor::block_on(held.release()).unwrap();
+    assert!(
+        poll_once(acquiring.as_mut()).is_pending(),
+        "a 10 s poll: no time passed, no bell yet"
+    );
+    bell.ring();
+    match poll_once(acquiring.as_mut()) {
+        Poll::Ready(Ok(held)) => drop(held),
+        other => panic!("the bell must wake the waiter at once: {other:?}"),
+    }
+}
+
+#[test]
+fn a_waiter_without_notification_backs_off_from_one_millisecond() {
+    let clock = ManualClock::new();
+    let shared = MemoryBackend::new("backoff");
+    let holder = Lock::new(Arc::new(shared.clone()), Arc::new(clock.clone()), options()).unwrap();
+    let waiter = Lock::new(Arc::new(shared.clone()), Arc::new(clock.clone()), options()).unwrap();
+    let held = futures::executor::block_on(holder.acquire()).unwrap();
+    let mut acquiring = pin!(waiter.acquire());
+    assert!(poll_once(acquiring.as_mut()).is_pending());
+    futures::executor::block_on(held.release()).unwrap();
+    // The first backoff step is at most 1 ms, far below the 10 s poll.
+    clock.advance(Duration::from_millis(1));
+    match poll_once(acquiring.as_mut()) {
+        Poll::Ready(Ok(held)) => drop(held),
+        other => panic!("retried after at most 1 ms: {other:?}"),
+    }
+}
+
+/// A probe that says every holder is dead, and records what it was asked.
+#[derive(Debug, Default)]
+struct Undertaker {
+    asked: AtomicBool,
+}
+
+impl HostProbe for Undertaker {
+    fn fields(&self) -> Vec<(String, String)> {
+        vec![("host".into(), "test-host".into())]
+    }
+    fn holder_is_dead(&self, _record: &LockRecord) -> bool {
+        self.asked.store(true, Ordering::SeqCst);
+        true
+    }
+}
+
+#[test]
+fn a_holder_the_probe_proves_dead_is_broken_without_waiting_for_stale() {
+    let clock = ManualClock::new();
+    let shared = MemoryBackend::new("dead");
+    let holder = Lock::new(Arc::new(shared.clone()), Arc::new(clock.clone()), options()).unwrap();
+    let probe = Arc::new(Undertaker::default());
+    let waiter = Lock::new(Arc::new(shared.clone()), Arc::new(clock.clone()), options())
+        .unwrap()
+        .with_host_probe(probe.clone());
+    let held = futures::executor::block_on(holder.acquire()).unwrap();
+    assert!(held.record().fields.is_empty(), "no probe: no fields");
+    std::mem::forget(held); // the holder "dies" holding the lock
+    let taken = futures::executor::block_on(waiter.acquire()).unwrap();
+    assert!(probe.asked.load(Ordering::SeqCst));
+    assert_eq!(
+        taken.record().field("host"),
+        Some("test-host"),
+        "the probe's fields are written"
+    );
+}

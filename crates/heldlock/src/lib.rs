@@ -85,9 +85,10 @@
 
 pub use heldlock_core::{
     BackendError, Error, HeldLock, Holder, Inspection, KeyGuard, Lock, LockBackend, LockOptions,
-    LockRecord, LockState, MemoryBackend, OptionsError, OwnerId, Released, Serializer, Step, Turn,
-    Warning, default_serializer, serialize,
+    LockRecord, LockState, MAX_DURATION, MemoryBackend, OptionsError, OwnerId, Released,
+    Serializer, Step, Turn, Warning, default_serializer, serialize,
 };
+pub use heldlock_fs::FsError;
 
 /// The backend contract and its building blocks, for writing a backend.
 pub mod backend {
@@ -95,7 +96,8 @@ pub mod backend {
         BackendError, Broke, Clock, Created, Holder, Identity, Inspection, LockBackend, LockRecord,
         MemoryBackend, Observed, OwnerId, Refreshed, Released, Runtime, Spawn, Step,
     };
-    pub use heldlock_fs::FsBackend;
+    pub use heldlock_core::{ChangeListener, HostProbe};
+    pub use heldlock_fs::{FsBackend, LocalHost};
 }
 
 /// heldlock on tokio.

@@ -3,6 +3,8 @@
 //! * `ci`: format check, clippy, the README's test command, docs, cargo-deny.
 //! * `bench [serializer|lock|...]`: criterion benchmarks.
 //! * `deny`: cargo-deny (licenses, bans, sources), installing it if missing.
+//! * `sim [campaign|replay|serializer] ARGS`: the deterministic simulator
+//!   (`heldlock-sim`, release build); see docs/testing.md.
 
 use std::env;
 use std::process::{Command, ExitCode};
@@ -17,6 +19,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         Some("deny") => deny(),
+        Some("sim") => sim(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
@@ -37,7 +40,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                  fmt --check, clippy -D warnings, tests, docs, cargo-deny
   bench [NAME...]     criterion benchmarks (serializer, ...); all when no name is given
-  deny                cargo deny check licenses bans sources";
+  deny                cargo deny check licenses bans sources
+  sim [CMD] ARGS      the simulator (release build): `sim --contenders 3 --seeds 100000`
+                      runs a campaign; `sim replay --seed S [--shrink] ...` replays one
+                      seed; `sim serializer --seeds N`; `sim help` lists the options";
 
 fn ci() -> Result<(), String> {
     let started = Instant::now();
@@ -74,6 +80,26 @@ fn bench(names: &[String]) -> Result<(), String> {
         args.push(name);
     }
     cargo(&args, &[])
+}
+
+fn sim(args: &[String]) -> Result<(), String> {
+    let (command, rest) = match args.first().map(String::as_str) {
+        Some(command @ ("campaign" | "replay" | "serializer" | "help")) => (command, &args[1..]),
+        _ => ("campaign", args),
+    };
+    let mut cargo_args = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "heldlock-sim",
+        "--bin",
+        "heldlock-sim",
+        "--",
+        command,
+    ];
+    cargo_args.extend(rest.iter().map(String::as_str));
+    cargo(&cargo_args, &[])
 }
 
 fn deny() -> Result<(), String> {

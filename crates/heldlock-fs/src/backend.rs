@@ -37,6 +37,66 @@ const TRASH_SUFFIX_MAX: usize = ".releasing.".len() + 32;
 /// The usual `NAME_MAX` of POSIX file systems.
 const NAME_MAX: usize = 255;
 
+/// Test-only switches, one per safeguard of the protocol, so that a
+/// simulator can show that each one is needed: with a safeguard off, it must
+/// find a schedule that breaks an invariant.
+///
+/// Only with the `safeguard-switches` feature (off by default); without it
+/// the backend has no switches and always runs every safeguard. The default
+/// value turns every safeguard on, which is exactly the normal protocol.
+/// Never turn one off outside a test: each one guards a live holder's lock.
+#[cfg(feature = "safeguard-switches")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Safeguards {
+    /// `release` checks that the lock is still ours (our inode at the path,
+    /// our owner in its record) before it moves anything. Off: it moves
+    /// whatever is at the path and relies on the check after the rename.
+    pub release_precheck: bool,
+    /// `break_if_unchanged` looks at the lock again and compares its identity
+    /// and stamp with the observation before the rename. Off: it renames at
+    /// once.
+    pub reverify_before_break: bool,
+    /// How a lock moved to trash by mistake is put back.
+    pub restore: Restore,
+    /// Ownership (for `refresh`, the heartbeat and the release pre-check) is
+    /// our inode at the path and our owner in its record, and `refresh`
+    /// stamps through our descriptor. Off: the reference's rule, the record
+    /// read through the path names our owner, and the stamp is set through
+    /// the path.
+    pub inode_ownership: bool,
+    /// After the rename, `break_if_unchanged` checks that what it moved is
+    /// still the observed lock (identity and stamp) before unlinking it. Off:
+    /// it unlinks whatever it moved.
+    pub recheck_after_rename: bool,
+}
+
+#[cfg(feature = "safeguard-switches")]
+impl Default for Safeguards {
+    fn default() -> Self {
+        Safeguards {
+            release_precheck: true,
+            reverify_before_break: true,
+            restore: Restore::Link,
+            inode_ownership: true,
+            recheck_after_rename: true,
+        }
+    }
+}
+
+/// How [`FsBackend`] puts back a lock it moved to trash by mistake; see
+/// [`Safeguards::restore`].
+#[cfg(feature = "safeguard-switches")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restore {
+    /// `link(trash, path)`, which never replaces a lock created meanwhile
+    /// (the protocol).
+    Link,
+    /// `rename(trash, path)`, which replaces whatever was created meanwhile.
+    RenameBack,
+    /// No restore: the trash file is unlinked.
+    Unlink,
+}
+
 /// A lock held by one owner: the descriptor [`FsBackend::try_create`] opened
 /// and the inode it names.
 #[derive(Debug)]
@@ -84,6 +144,8 @@ pub struct FsBackend<V: Vfs = RealFs> {
     vfs: V,
     sync_writes: bool,
     held: Mutex<HashMap<OwnerId, Held<V::File>>>,
+    #[cfg(feature = "safeguard-switches")]
+    safeguards: Safeguards,
 }
 
 impl FsBackend<RealFs> {
@@ -133,6 +195,8 @@ impl<V: Vfs> FsBackend<V> {
             vfs,
             sync_writes: false,
             held: Mutex::new(HashMap::new()),
+            #[cfg(feature = "safeguard-switches")]
+            safeguards: Safeguards::default(),
         })
     }
 
@@ -154,6 +218,21 @@ impl<V: Vfs> FsBackend<V> {
     /// The file system the backend runs on.
     pub fn vfs(&self) -> &V {
         &self.vfs
+    }
+
+    /// Turns single safeguards off, for a simulator to show that each one
+    /// is needed. Test-only; see [`Safeguards`].
+    #[cfg(feature = "safeguard-switches")]
+    #[must_use]
+    pub fn with_safeguards(mut self, safeguards: Safeguards) -> Self {
+        self.safeguards = safeguards;
+        self
+    }
+
+    /// The safeguards in force ([`Safeguards::default`] unless changed).
+    #[cfg(feature = "safeguard-switches")]
+    pub fn safeguards(&self) -> Safeguards {
+        self.safeguards
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<OwnerId, Held<V::File>>> {
@@ -253,6 +332,10 @@ impl<V: Vfs> FsBackend<V> {
         held: &Held<V::File>,
         owner: &OwnerId,
     ) -> Result<bool, BackendError> {
+        #[cfg(feature = "safeguard-switches")]
+        if !self.safeguards.inode_ownership {
+            return self.still_ours_by_content(step, owner).await;
+        }
         let meta = match self.vfs.lstat(&self.path).await {
             Ok(meta) => meta,
             Err(e) if is_gone(&e) => return Ok(false),
@@ -269,6 +352,36 @@ impl<V: Vfs> FsBackend<V> {
             .await
             .map_err(|e| self.io(step, "read the lock file", e))?;
         Ok(record::decode(&content).is_some_and(|r| &r.owner == owner))
+    }
+
+    /// The reference's ownership rule, for [`Safeguards::inode_ownership`]
+    /// off: the record read through the path names `owner`.
+    #[cfg(feature = "safeguard-switches")]
+    async fn still_ours_by_content(
+        &self,
+        step: Step,
+        owner: &OwnerId,
+    ) -> Result<bool, BackendError> {
+        match self.look(&self.path, Place::Lock).await {
+            Ok(look) => Ok(look
+                .and_then(|look| look.record())
+                .is_some_and(|r| &r.owner == owner)),
+            Err(e) => Err(self.io(step, e.action, e.source)),
+        }
+    }
+
+    /// Stamps whatever the path names, for [`Safeguards::inode_ownership`]
+    /// off (the reference's `utimes(path)`).
+    #[cfg(feature = "safeguard-switches")]
+    async fn touch_by_path(&self, step: Step, now: SystemTime) -> Result<(), BackendError> {
+        let file = self
+            .vfs
+            .open_read(&self.path)
+            .await
+            .map_err(|e| self.io(step, "open the lock file to stamp it", e))?;
+        file.set_mtime(now)
+            .await
+            .map_err(|e| self.io(step, "set the lock file's modification time", e))
     }
 
     /// Moves whatever the lock path names to a fresh trash name, then keeps
@@ -326,6 +439,10 @@ impl<V: Vfs> FsBackend<V> {
                 Err(e) => Err(self.io(step, "move a directory back from trash", e)),
             };
         }
+        #[cfg(feature = "safeguard-switches")]
+        if let Some(claim) = self.restore_unsafely(step, trash).await? {
+            return Ok(claim);
+        }
         match self.vfs.link(trash, &self.path).await {
             Ok(()) => {
                 self.vfs
@@ -353,6 +470,27 @@ impl<V: Vfs> FsBackend<V> {
             }
             // Leave the trash: it is the only copy of somebody's lock.
             Err(e) => Err(self.io(step, "restore the lock from trash with link", e)),
+        }
+    }
+
+    /// The alternatives to restoring with `link`, for
+    /// [`Safeguards::restore`]; `None` for [`Restore::Link`].
+    #[cfg(feature = "safeguard-switches")]
+    async fn restore_unsafely(
+        &self,
+        step: Step,
+        trash: &Path,
+    ) -> Result<Option<Claim>, BackendError> {
+        match self.safeguards.restore {
+            Restore::Link => Ok(None),
+            Restore::RenameBack => match self.vfs.rename(trash, &self.path).await {
+                Ok(()) => Ok(Some(Claim::Restored)),
+                Err(e) => Err(self.io(step, "rename the lock back from trash", e)),
+            },
+            Restore::Unlink => match self.vfs.unlink(trash).await {
+                Ok(()) => Ok(Some(Claim::Displaced)),
+                Err(e) => Err(self.io(step, "unlink the trash file", e)),
+            },
         }
     }
 
@@ -469,6 +607,15 @@ impl<V: Vfs> FsBackend<V> {
         }
         // Through the descriptor: touching by path could stamp a replacement
         // that slipped in since the check.
+        #[cfg(feature = "safeguard-switches")]
+        if !self.safeguards.inode_ownership {
+            self.touch_by_path(step, now).await?;
+            return Ok(if self.still_ours(step, &held, owner).await? {
+                Refreshed::Refreshed
+            } else {
+                Refreshed::Lost
+            });
+        }
         held.file
             .set_mtime(now)
             .await
@@ -486,6 +633,10 @@ impl<V: Vfs> FsBackend<V> {
         let unchanged = |look: &Look| {
             look.identity() == observed.identity && look.meta.mtime == observed.refreshed_at
         };
+        #[cfg(feature = "safeguard-switches")]
+        if !(self.safeguards.reverify_before_break && self.safeguards.recheck_after_rename) {
+            return self.break_unsafely(observed).await;
+        }
         match self.look(&self.path, Place::Lock).await {
             Ok(None) => return Ok(Broke::Absent),
             Ok(Some(look)) if !unchanged(&look) => return Ok(Broke::Changed),
@@ -493,6 +644,31 @@ impl<V: Vfs> FsBackend<V> {
             Err(e) => return Err(self.io(step, e.action, e.source)),
         }
         Ok(match self.claim(step, "breaking", unchanged).await? {
+            Claim::Absent => Broke::Absent,
+            Claim::Removed => Broke::Broken,
+            Claim::Restored | Claim::Displaced => Broke::Changed,
+        })
+    }
+
+    /// `do_break` with [`Safeguards::reverify_before_break`] or
+    /// [`Safeguards::recheck_after_rename`] off.
+    #[cfg(feature = "safeguard-switches")]
+    async fn break_unsafely(&self, observed: &Observed) -> Result<Broke, BackendError> {
+        let step = Step::Break;
+        let guards = self.safeguards;
+        let unchanged = |look: &Look| {
+            look.identity() == observed.identity && look.meta.mtime == observed.refreshed_at
+        };
+        if guards.reverify_before_break {
+            match self.look(&self.path, Place::Lock).await {
+                Ok(None) => return Ok(Broke::Absent),
+                Ok(Some(look)) if !unchanged(&look) => return Ok(Broke::Changed),
+                Ok(Some(_)) => {}
+                Err(e) => return Err(self.io(step, e.action, e.source)),
+            }
+        }
+        let is_target = |look: &Look| !guards.recheck_after_rename || unchanged(look);
+        Ok(match self.claim(step, "breaking", is_target).await? {
             Claim::Absent => Broke::Absent,
             Claim::Removed => Broke::Broken,
             Claim::Restored | Claim::Displaced => Broke::Changed,
@@ -518,6 +694,8 @@ impl<V: Vfs> FsBackend<V> {
         owner: &OwnerId,
     ) -> Result<Released, BackendError> {
         let ours = match &held {
+            #[cfg(feature = "safeguard-switches")]
+            Some(_) if !self.safeguards.release_precheck => true,
             Some(held) => self.still_ours(step, held, owner).await?,
             None => false,
         };

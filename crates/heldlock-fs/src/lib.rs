@@ -74,6 +74,8 @@ mod vfs;
 mod watch;
 
 pub use backend::{FsBackend, MAX_READ};
+#[cfg(feature = "safeguard-switches")]
+pub use backend::{Restore, Safeguards};
 pub use error::FsError;
 pub use file_lock::FileLock;
 pub use host::LocalHost;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -26,6 +27,13 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn instant(&self) -> Instant;
     /// A future that completes after `duration` of this clock's monotonic time.
     fn sleep(&self, duration: Duration) -> Sleep;
+
+    /// A seed for the jitter of backoff sleeps. Random by default, so that
+    /// waiters of different processes spread out; a simulator returns a value
+    /// derived from its run's seed, so that a run can be replayed.
+    fn jitter_seed(&self) -> u64 {
+        RandomState::new().hash_one(0_u8)
+    }
 }
 
 /// Spawns the background tasks of a held lock (its heartbeat).
@@ -48,6 +56,9 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
     fn sleep(&self, duration: Duration) -> Sleep {
         (**self).sleep(duration)
+    }
+    fn jitter_seed(&self) -> u64 {
+        (**self).jitter_seed()
     }
 }
 

@@ -252,26 +252,56 @@ fn unchanged_rule_restarts_when_the_stamp_or_identity_changes() {
 
 #[test]
 fn heartbeat_policy() {
-    let t = timing(3000);
+    let t = timing(3000); // heartbeat 1 s
     let start = Instant::now();
+    let at = |ms: u64| start + Duration::from_millis(ms);
     let mut hb = Heartbeat::new(t, start);
     assert_eq!(hb.first(), t.heartbeat);
     assert_eq!(
-        hb.after(Some(Refreshed::Refreshed), start + 1000 * MS),
+        hb.after(Some(Refreshed::Refreshed), at(1000), at(1001)),
         Beat::Again(t.heartbeat)
     );
+    // Stamped at 1000: peers may break from 4000 on.
     assert_eq!(
-        hb.after(None, start + 2000 * MS),
+        hb.after(None, at(2000), at(2001)),
         Beat::Again(t.heartbeat),
-        "one failure is retried"
+        "a beat at 3001 is in time"
     );
     assert_eq!(
-        hb.after(None, start + 4000 * MS),
+        hb.after(None, at(3000), at(3000)),
         Beat::Lost,
-        "no success for `stale`"
+        "a beat at 4000 would be too late"
     );
     let mut hb = Heartbeat::new(t, start);
-    assert_eq!(hb.after(Some(Refreshed::Lost), start + MS), Beat::Lost);
+    assert_eq!(hb.after(Some(Refreshed::Lost), at(1), at(1)), Beat::Lost);
+}
+
+#[test]
+fn heartbeat_loss_is_declared_before_any_peer_may_break() {
+    // Beats come at most `heartbeat` apart (a longer pause is outside the
+    // lease model), so the first failure after a stamp falls within one
+    // heartbeat of it. Whenever it falls, the loss is declared while the
+    // last stamp is still younger than `stale`.
+    let t = timing(3000);
+    let start = Instant::now();
+    for failure_ms in (1..=1000).step_by(7) {
+        let mut hb = Heartbeat::new(t, start);
+        let _ = hb.after(Some(Refreshed::Refreshed), start, start);
+        let mut now = start + Duration::from_millis(failure_ms);
+        loop {
+            match hb.after(None, now, now) {
+                Beat::Lost => {
+                    assert!(
+                        now < start + t.stale,
+                        "declared at {:?} after the stamp",
+                        now - start
+                    );
+                    break;
+                }
+                Beat::Again(wait) => now += wait,
+            }
+        }
+    }
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use heldlock_core::{
-    BackendError, Broke, ChangeListener, Created, Inspection, LockBackend, LockRecord, Observed,
-    OwnerId, Refreshed, Released,
+    BackendError, Broke, Created, Inspection, LockBackend, LockRecord, Observed, OwnerId,
+    Refreshed, Released,
 };
 use heldlock_fs::FsBackend;
 
@@ -184,15 +184,5 @@ impl LockBackend for Probe {
 
     fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
         self.inner.release_blocking(owner)
-    }
-
-    /// A listener that never fires. `FsBackend` offers none, so the core
-    /// would back off with jitter seeded from `RandomState` (a different
-    /// schedule on every run, which no simulation can replay). With this
-    /// listener the core takes its `Waiting::Notified` path instead: it
-    /// sleeps exactly `poll` between looks (its behaviour before the
-    /// jitter), and every file-system step is the same.
-    fn listen(&self) -> Option<ChangeListener> {
-        Some(Box::pin(std::future::pending()))
     }
 }

@@ -66,11 +66,16 @@ impl Clock for SimClock {
 pub struct SimRuntime {
     world: Arc<World>,
     contender: usize,
+    jitter_seed: u64,
 }
 
 impl SimRuntime {
-    pub(crate) fn new(world: Arc<World>, contender: usize) -> Self {
-        SimRuntime { world, contender }
+    pub(crate) fn new(world: Arc<World>, contender: usize, jitter_seed: u64) -> Self {
+        SimRuntime {
+            world,
+            contender,
+            jitter_seed,
+        }
     }
 
     /// The process this runtime belongs to.
@@ -118,6 +123,12 @@ impl Clock for SimRuntime {
 
     fn sleep(&self, duration: Duration) -> Sleep {
         Box::pin(self.world.sleep(duration))
+    }
+
+    /// Derived from the run's seed and the process, so the backoff jitter of
+    /// a run is replayed exactly.
+    fn jitter_seed(&self) -> u64 {
+        self.jitter_seed
     }
 }
 

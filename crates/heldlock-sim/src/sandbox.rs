@@ -88,7 +88,7 @@ impl SimWorld {
     /// The runtime of process `process`: its own wall clock (see
     /// [`SimRuntime::step_wall`]), and a spawner whose tasks belong to it.
     pub fn runtime(&self, process: usize) -> SimRuntime {
-        SimRuntime::new(Arc::clone(&self.world), process)
+        SimRuntime::new(Arc::clone(&self.world), process, process as u64)
     }
 
     /// Adds a task, belonging to `process` (or to none).

@@ -233,7 +233,8 @@ impl Sim {
             #[cfg(feature = "safeguard-switches")]
             let backend = backend.with_safeguards(self.config.safeguards);
             let probe = Probe::new(backend, Arc::clone(&self.world), id);
-            let runtime = SimRuntime::new(Arc::clone(&self.world), id);
+            let jitter_seed = self.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let runtime = SimRuntime::new(Arc::clone(&self.world), id, jitter_seed);
             let lock = match Lock::new(Arc::new(probe), Arc::new(runtime), self.options()) {
                 Ok(lock) => lock,
                 Err(error) => {

@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::Poll;
@@ -229,8 +228,9 @@ impl Lock {
         let waiting = if self.backend.listen().is_some() {
             Waiting::Notified
         } else {
-            let seed = RandomState::new().hash_one(record.owner.as_str());
-            Waiting::Backoff { seed }
+            Waiting::Backoff {
+                seed: self.runtime.jitter_seed(),
+            }
         };
         let mut machine = Acquire::new(
             self.timing,

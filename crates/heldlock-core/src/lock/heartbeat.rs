@@ -18,21 +18,24 @@ pub enum Beat {
 /// Decides the heartbeat's next step from each refresh result.
 ///
 /// A refresh that reports `Lost` ends the lease at once. A refresh that fails
-/// (an I/O error) is retried at the next beat; once no refresh has succeeded
-/// for `stale`, the lock may have been broken by a peer, so ownership is
-/// considered lost even without proof.
+/// (an I/O error) is retried at the next beat, unless that beat would come
+/// too late: a peer may break the lock once `stale` has passed since our last
+/// successful stamp was written, so as soon as the next beat would fall at or
+/// after that moment, ownership is declared lost *now*, before any peer can
+/// act on it.
 #[derive(Clone, Debug)]
 pub struct Heartbeat {
     timing: Timing,
-    last_confirmed: Instant,
+    /// When the last successful stamp was written (the refresh's start).
+    last_stamp: Instant,
 }
 
 impl Heartbeat {
-    /// A heartbeat for a lock confirmed ours at `now` (just acquired).
-    pub fn new(timing: Timing, now: Instant) -> Self {
+    /// A heartbeat for a lock stamped at `stamped` (when it was created).
+    pub fn new(timing: Timing, stamped: Instant) -> Self {
         Heartbeat {
             timing,
-            last_confirmed: now,
+            last_stamp: stamped,
         }
     }
 
@@ -41,20 +44,25 @@ impl Heartbeat {
         self.timing.heartbeat
     }
 
-    /// The next step after a refresh that returned `result` at `now`
-    /// (`None` when the refresh failed with an error).
+    /// The next step after a refresh that started at `started` (just before
+    /// its stamp was taken) and returned `result` at `now` (`None` when the
+    /// refresh failed with an error).
     #[must_use]
-    pub fn after(&mut self, result: Option<Refreshed>, now: Instant) -> Beat {
+    pub fn after(&mut self, result: Option<Refreshed>, started: Instant, now: Instant) -> Beat {
         match result {
             Some(Refreshed::Refreshed) => {
-                self.last_confirmed = now;
+                self.last_stamp = started;
                 Beat::Again(self.timing.heartbeat)
             }
             Some(Refreshed::Lost) => Beat::Lost,
-            None if now.saturating_duration_since(self.last_confirmed) >= self.timing.stale => {
-                Beat::Lost
+            None => {
+                let next_beat = now + self.timing.heartbeat;
+                if next_beat >= self.last_stamp + self.timing.stale {
+                    Beat::Lost
+                } else {
+                    Beat::Again(self.timing.heartbeat)
+                }
             }
-            None => Beat::Again(self.timing.heartbeat),
         }
     }
 }

@@ -123,6 +123,7 @@ impl Lease {
             if !self.sleep_unless_ended(wait).await {
                 return;
             }
+            let started = self.runtime.instant();
             let result = self.backend.refresh(self.owner(), self.runtime.now()).await;
             if self.ended.is_set() {
                 return;
@@ -134,7 +135,7 @@ impl Lease {
                     None
                 }
             };
-            match policy.after(result, self.runtime.instant()) {
+            match policy.after(result, started, self.runtime.instant()) {
                 Beat::Again(next) => wait = next,
                 Beat::Lost => {
                     self.mark_lost(match result {

@@ -4,12 +4,18 @@
 //! heldlock-test-worker increment <lock> <counter> <times> <stale-ms> [<poll-ms>]
 //! heldlock-test-worker hold <lock> <ready-file> <stale-ms>
 //! heldlock-test-worker acquire <lock> <out-file> <stale-ms>
+//! heldlock-test-worker probe <lock> <stale-ms> <max-wait-ms>
 //! ```
 //!
 //! `increment` does read-modify-write increments of a counter file under the
 //! lock; `hold` acquires, writes `ready-file` and waits to be killed;
 //! `acquire` waits for the lock and writes the wall-clock time (ms since the
-//! epoch) at which it got it into `out-file`.
+//! epoch) at which it got it into `out-file`. `probe` tries to acquire (and
+//! then releases) once, waiting up to `max-wait-ms`, and prints one line on
+//! standard output: `acquired released=<Released>`, `timeout holder=<holder>`,
+//! or `error step=<step> errno=<n> action=<action>` (`error other=<message>`
+//! for errors that are not I/O); it exits 0 whatever the outcome, so that the
+//! hostile-file tests can run it as another user.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +109,36 @@ async fn run(args: &[String]) -> Result<(), String> {
             held.release().await.map_err(|e| text(&e))?;
             Ok(())
         }
+        [mode, lock, stale, max_wait] if mode == "probe" => {
+            let max_wait: u64 = max_wait.parse().map_err(|e| text(&e))?;
+            let options = options(stale)?.max_wait(Duration::from_millis(max_wait));
+            let lock = FileLock::new(lock, options).map_err(|e| text(&e))?;
+            println!("{}", probe(&lock).await);
+            Ok(())
+        }
         _ => Err("usage: see the module docs of heldlock-test-worker".into()),
+    }
+}
+
+async fn probe(lock: &FileLock) -> String {
+    match lock.acquire().await {
+        Ok(held) => match held.release().await {
+            Ok(released) => format!("acquired released={released:?}"),
+            Err(error) => format!("acquired release-error={error}"),
+        },
+        Err(heldlock_core::Error::Timeout { holder, .. }) => match holder {
+            Some(holder) => format!("timeout holder={holder}"),
+            None => "timeout holder=none".to_string(),
+        },
+        Err(heldlock_core::Error::Backend(heldlock_core::BackendError::Io {
+            step,
+            action,
+            source,
+            ..
+        })) => format!(
+            "error step={step} errno={} action={action}",
+            source.raw_os_error().unwrap_or(0)
+        ),
+        Err(error) => format!("error other={error}"),
     }
 }

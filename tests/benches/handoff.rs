@@ -1,0 +1,2 @@
+//! `cargo xtask bench handoff`: hand-off between processes (being written).
+fn main() {}

@@ -1,0 +1,1369 @@
+//! `heldlock-chaos`: real processes, real `SIGKILL`s and `SIGSTOP`s, one
+//! lock file, and an exact account of every increment afterwards.
+//!
+//! ```text
+//! cargo run -p heldlock-tests --bin heldlock-chaos -- [--processes N] [--seconds S]
+//!     [--stale-ms MS] [--poll-ms MS] [--max-pause-ms MS] [--takeover-slack-ms MS]
+//!     [--lease-only] [--seed N] [--dir PATH] [--keep]
+//! cargo run -p heldlock-tests --bin heldlock-chaos -- --long-pause [--stale-ms MS]
+//!     [--poll-ms MS] [--lease-only] [--dir PATH] [--keep]
+//! ```
+//!
+//! | flag | default | meaning |
+//! | --- | --- | --- |
+//! | `--processes N` | 4 | worker processes contending on the lock |
+//! | `--seconds S` | 30 | how long signals are sent (decimals allowed) |
+//! | `--stale-ms MS` | 1000 | the lock's `stale`; the heartbeat is the default for it |
+//! | `--poll-ms MS` | 10 | the workers' `poll` |
+//! | `--max-pause-ms MS` | 2/3 of `stale - heartbeat` | longest `SIGSTOP` pause; must stay below `stale - heartbeat` |
+//! | `--takeover-slack-ms MS` | 2000 | allowance for scheduling above `stale + poll` when checking takeovers |
+//! | `--lease-only` | off | workers use a bare `heldlock_core::Lock` over `FsBackend`, without `FileLock`'s same-host liveness probe, so a killed holder's lock is taken over only once it is stale |
+//! | `--seed N` | from the clock | the schedule's random seed (printed) |
+//! | `--dir PATH` | a new temporary directory | where the lock, the counter and the logs live |
+//! | `--keep` | off | keep the directory after a passing run (a failing run always keeps it) |
+//! | `--long-pause` | off | run the second mode instead (below) |
+//!
+//! Exit status: 0 when every check passed, 1 when a check failed, 2 for a
+//! usage or set-up error.
+//!
+//! # The chaos mode
+//!
+//! `N` workers (this same binary, `worker` subcommand) loop: acquire the lock
+//! (a `heldlock_tokio::FileLock`, or with `--lease-only` the bare lease),
+//! read the counter, think for 0-3 ms, `refresh()`, and only if that says the
+//! lock is still ours append the next value to the counter, then log the
+//! commit in their own log, then release. For `S` seconds the driver sends a
+//! signal every 100-400 ms to a worker (half the time the one named in the
+//! lock file): `SIGKILL` (a third of the time; the worker is restarted as a
+//! new incarnation) or `SIGSTOP` followed by `SIGCONT` after a pause shorter
+//! than `stale - heartbeat`. Afterwards every worker must commit once more
+//! (the lock recovered), then all stop, and the driver checks the account.
+//!
+//! ## Why the count is exact
+//!
+//! A `SIGKILL` can land between any two instructions, in particular between
+//! a worker's write of the counter and the line in its log: the increment is
+//! then committed but never logged. A counter file holding one number could
+//! not tell that apart from an increment written twice. So the counter file
+//! keeps its own history: it is append-only, one line `<value> <incarnation>
+//! <seq>` per increment, and the counter's value is its last line. An
+//! increment reads that last value and appends the next one, a
+//! read-modify-write like any other: two holders at once would both read `v`
+//! and both append `v + 1`, which shows as a repeated value. A line is
+//! appended with one `write(2)` of a few bytes with `O_APPEND`, which a
+//! signal cannot split. Then:
+//!
+//! * the values in the counter are exactly `1, 2, ..., N` in order (nothing
+//!   doubled, nothing skipped), so the counter is `N`;
+//! * every commit a worker logged is in the counter with the same value
+//!   (nothing lost);
+//! * every counter line no log mentions is the very next `seq` of an
+//!   incarnation that was killed (the one window a kill can open), at most
+//!   one per killed incarnation;
+//! * so `N` = logged commits + commits whose log line a kill swallowed.
+//!
+//! It also checks that the lock file is gone at the end, that no trash
+//! (`<lock>.breaking.*`, `<lock>.releasing.*`) is left except trash a killed
+//! process left mid-step (reported apart), that every lock a killed holder
+//! left was taken over, and that each takeover took at most
+//! `stale + poll + slack`. A takeover is timed from the `SIGKILL` to the
+//! moment the dead holder's lock file is gone or replaced. With `FileLock`
+//! (the default) a waiter on the same host sees that the holder died (pid and
+//! start time, woken by a pidfd) and breaks its lock at once; with
+//! `--lease-only` the lock must first go stale.
+//!
+//! # The long-pause mode
+//!
+//! A worker acquires the lock and reads the counter; the driver then stops it
+//! with `SIGSTOP` for longer than `stale`, long enough for a second worker to
+//! break the lock, commit an increment and leave. Resumed, the first worker
+//! calls `refresh()` before it writes: the refresh must report the lock lost,
+//! so the stale write is skipped. It then retries under a fresh lock, so its
+//! increment is skipped, not lost: the counter ends at 2 with two commits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Display;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use heldlock_core::{Lock, LockOptions, Released};
+use heldlock_fs::FsBackend;
+use heldlock_tokio::{FileLock, TokioRuntime};
+use rustix::process::{Pid, Signal, kill_process};
+
+/// The lock file, the counter, the stop flag, the long-pause files.
+const LOCK: &str = "counter.lock";
+const COUNTER: &str = "counter";
+const STOP: &str = "stop";
+const PAUSED_READ: &str = "paused.read";
+const PAUSED_GO: &str = "paused.go";
+const PAUSED_RESULT: &str = "paused.result";
+
+/// How much of the counter's tail is read to find its last line.
+const TAIL: u64 = 256;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("worker") => run_worker(&args[1..], Role::Worker),
+        Some("pausable") => run_worker(&args[1..], Role::Pausable),
+        _ => match Config::parse(&args) {
+            Ok(Parsed::Help) => {
+                println!("{}", USAGE);
+                ExitCode::SUCCESS
+            }
+            Ok(Parsed::Run(config)) => drive(&config),
+            Err(error) => {
+                eprintln!("heldlock-chaos: {error}\n\n{USAGE}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+const USAGE: &str = "usage: heldlock-chaos [--processes N] [--seconds S] [--stale-ms MS] [--poll-ms MS]
+                      [--max-pause-ms MS] [--takeover-slack-ms MS] [--lease-only]
+                      [--seed N] [--dir PATH] [--keep]
+       heldlock-chaos --long-pause [--stale-ms MS] [--poll-ms MS] [--lease-only] [--dir PATH] [--keep]
+(see the module documentation of tests/src/bin/heldlock-chaos.rs)";
+
+fn text(error: impl Display) -> String {
+    error.to_string()
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+fn millis(duration: Duration) -> u128 {
+    duration.as_millis()
+}
+
+/// Wall-clock milliseconds since the epoch, shared by the driver and its
+/// workers for matching skipped writes with pauses.
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+// ---------------------------------------------------------------- options
+
+#[derive(Debug, Clone)]
+struct Config {
+    processes: usize,
+    seconds: Duration,
+    stale_ms: u64,
+    poll_ms: u64,
+    max_pause_ms: Option<u64>,
+    takeover_slack_ms: u64,
+    seed: Option<u64>,
+    dir: Option<PathBuf>,
+    keep: bool,
+    long_pause: bool,
+    lease_only: bool,
+}
+
+enum Parsed {
+    Help,
+    Run(Config),
+}
+
+impl Config {
+    fn parse(args: &[String]) -> Result<Parsed, String> {
+        let mut config = Config {
+            processes: 4,
+            seconds: Duration::from_secs(30),
+            stale_ms: 1000,
+            poll_ms: 10,
+            max_pause_ms: None,
+            takeover_slack_ms: 2000,
+            seed: None,
+            dir: None,
+            keep: false,
+            long_pause: false,
+            lease_only: false,
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            let number = |name: &str, text: String| {
+                text.parse::<u64>()
+                    .map_err(|e| format!("{name} {text:?}: {e}"))
+            };
+            match flag.as_str() {
+                "--help" | "-h" => return Ok(Parsed::Help),
+                "--processes" => {
+                    let n = number(flag, value(flag)?)?;
+                    config.processes = usize::try_from(n).map_err(text)?;
+                }
+                "--seconds" => {
+                    let raw = value(flag)?;
+                    let secs: f64 = raw.parse().map_err(|e| format!("--seconds {raw:?}: {e}"))?;
+                    config.seconds = Duration::try_from_secs_f64(secs)
+                        .map_err(|e| format!("--seconds {raw:?}: {e}"))?;
+                }
+                "--stale-ms" => config.stale_ms = number(flag, value(flag)?)?,
+                "--poll-ms" => config.poll_ms = number(flag, value(flag)?)?,
+                "--max-pause-ms" => config.max_pause_ms = Some(number(flag, value(flag)?)?),
+                "--takeover-slack-ms" => config.takeover_slack_ms = number(flag, value(flag)?)?,
+                "--seed" => config.seed = Some(number(flag, value(flag)?)?),
+                "--dir" => config.dir = Some(PathBuf::from(value(flag)?)),
+                "--keep" => config.keep = true,
+                "--long-pause" => config.long_pause = true,
+                "--lease-only" => config.lease_only = true,
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if !(1..=64).contains(&config.processes) {
+            return Err(format!(
+                "--processes must be 1 to 64, got {}",
+                config.processes
+            ));
+        }
+        if config.seconds > Duration::from_secs(24 * 3600) {
+            return Err("--seconds must be at most one day".into());
+        }
+        if !(50..=600_000).contains(&config.stale_ms) {
+            return Err(format!(
+                "--stale-ms must be 50 to 600000, got {}",
+                config.stale_ms
+            ));
+        }
+        if config.poll_ms == 0 || config.poll_ms > config.stale_ms {
+            return Err("--poll-ms must be more than 0 and at most --stale-ms".into());
+        }
+        let timing = config.timing()?;
+        let bound = timing.stale.saturating_sub(timing.heartbeat);
+        if let Some(max) = config.max_pause_ms
+            && (max == 0 || ms(max) >= bound)
+        {
+            return Err(format!(
+                "--max-pause-ms must be more than 0 and below stale - heartbeat ({} ms)",
+                millis(bound)
+            ));
+        }
+        Ok(Parsed::Run(config))
+    }
+
+    fn options(&self) -> LockOptions {
+        worker_options(self.stale_ms, self.poll_ms)
+    }
+
+    fn timing(&self) -> Result<heldlock_core::Timing, String> {
+        self.options().validate().map_err(text)
+    }
+
+    /// The lock kind argument of the workers.
+    fn kind(&self) -> &'static str {
+        if self.lease_only { "lease" } else { "file" }
+    }
+
+    fn describe(&self) -> &'static str {
+        if self.lease_only {
+            "lease only (no liveness probe)"
+        } else {
+            "FileLock (same-host liveness probe)"
+        }
+    }
+}
+
+fn worker_options(stale_ms: u64, poll_ms: u64) -> LockOptions {
+    LockOptions::new(ms(stale_ms))
+        .poll(ms(poll_ms))
+        .max_wait(Duration::from_secs(120))
+}
+
+/// The lock a worker uses: `file` is `FileLock` as users get it; `lease` is
+/// the bare lease over the same backend, without the host probe.
+fn worker_lock(dir: &Path, stale_ms: u64, poll_ms: u64, kind: &str) -> Result<Lock, String> {
+    let path = dir.join(LOCK);
+    let options = worker_options(stale_ms, poll_ms);
+    match kind {
+        "file" => Ok(FileLock::new(path, options)
+            .map_err(text)?
+            .as_lock()
+            .clone()),
+        "lease" => {
+            let backend = FsBackend::new(path).map_err(text)?;
+            Lock::new(Arc::new(backend), Arc::new(TokioRuntime::new()), options).map_err(text)
+        }
+        other => Err(format!("unknown lock kind {other:?}")),
+    }
+}
+
+// ---------------------------------------------------------------- random
+
+/// SplitMix64: a small, seedable generator for the schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `low..=high`.
+    fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.next() % (high.saturating_sub(low) + 1)
+    }
+
+    /// `true` with probability `1 / n`.
+    fn one_in(&mut self, n: u64) -> bool {
+        self.next().is_multiple_of(n)
+    }
+
+    fn index(&mut self, len: usize) -> usize {
+        let len = u64::try_from(len).unwrap_or(u64::MAX).max(1);
+        usize::try_from(self.next() % len).unwrap_or(0)
+    }
+}
+
+fn clock_seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // The low 64 bits are the ones that vary.
+    u64::try_from(nanos & u128::from(u64::MAX)).unwrap_or(0) ^ u64::from(std::process::id())
+}
+
+// ---------------------------------------------------------------- the counter
+
+/// The counter's value: the first field of its last line, 0 when empty.
+fn last_value(counter: &Path) -> Result<u64, String> {
+    let mut file = match File::open(counter) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("open the counter: {e}")),
+    };
+    let len = file.metadata().map_err(text)?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL)))
+        .map_err(text)?;
+    let mut tail = String::new();
+    file.read_to_string(&mut tail)
+        .map_err(|e| format!("read the counter: {e}"))?;
+    if tail.is_empty() {
+        return Ok(0);
+    }
+    if !tail.ends_with('\n') {
+        return Err(format!("the counter's last line is incomplete: {tail:?}"));
+    }
+    let line = tail
+        .trim_end_matches('\n')
+        .rsplit('\n')
+        .next()
+        .unwrap_or("");
+    line.split(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("the counter's last line is not a count: {line:?}"))
+}
+
+/// Appends `line` with one `write(2)` under `O_APPEND`.
+fn append(path: &Path, line: &str) -> Result<(), String> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    file.write_all(line.as_bytes())
+        .map_err(|e| format!("append to {}: {e}", path.display()))
+}
+
+/// Writes `content` to `path` through a temporary file and a rename, so a
+/// reader never sees half of it.
+fn write_atomically(path: &Path, content: &str) -> Result<(), String> {
+    let temp = path.with_extension("tmp");
+    fs::write(&temp, content).map_err(|e| format!("write {}: {e}", temp.display()))?;
+    fs::rename(&temp, path).map_err(|e| format!("rename to {}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------- workers
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Worker,
+    Pausable,
+}
+
+fn run_worker(args: &[String], role: Role) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("heldlock-chaos worker: no runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match role {
+        Role::Worker => runtime.block_on(worker(args)),
+        Role::Pausable => runtime.block_on(pausable(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!(
+                "heldlock-chaos worker {} {args:?}: {error}",
+                std::process::id()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_arg<T: std::str::FromStr>(args: &[String], i: usize, name: &str) -> Result<T, String>
+where
+    T::Err: Display,
+{
+    let raw = args
+        .get(i)
+        .ok_or_else(|| format!("missing argument <{name}>"))?;
+    raw.parse().map_err(|e| format!("<{name}> {raw:?}: {e}"))
+}
+
+/// `worker <dir> <incarnation> <stale-ms> <poll-ms> <file|lease> [<max-increments>]`:
+/// increments until `<dir>/stop` exists (or `max-increments` are done).
+async fn worker(args: &[String]) -> Result<(), String> {
+    let dir = PathBuf::from(parse_arg::<String>(args, 0, "dir")?);
+    let inc: u64 = parse_arg(args, 1, "incarnation")?;
+    let stale_ms: u64 = parse_arg(args, 2, "stale-ms")?;
+    let poll_ms: u64 = parse_arg(args, 3, "poll-ms")?;
+    let kind: String = parse_arg(args, 4, "lock kind")?;
+    let max: Option<u64> = match args.get(5) {
+        Some(_) => Some(parse_arg(args, 5, "max-increments")?),
+        None => None,
+    };
+    let lock = worker_lock(&dir, stale_ms, poll_ms, &kind)?;
+    let counter = dir.join(COUNTER);
+    let log = dir.join(format!("log.{inc}"));
+    let mut rng = Rng(clock_seed());
+    let mut seq = 0u64;
+    let mut commits = 0u64;
+    while max.is_none_or(|m| commits < m) && !dir.join(STOP).exists() {
+        let held = lock.acquire().await.map_err(text)?;
+        let value = last_value(&counter)?;
+        // Work inside the critical section, so that signals land in it.
+        tokio::time::sleep(Duration::from_micros(rng.range(0, 3000))).await;
+        if held.refresh().await.map_err(text)? {
+            append(&counter, &format!("{} {inc} {seq}\n", value + 1))?;
+            append(&log, &format!("commit {seq} {}\n", value + 1))?;
+            commits += 1;
+        } else {
+            append(&log, &format!("skip {seq} {value} {}\n", epoch_ms()))?;
+        }
+        match held.release().await.map_err(text)? {
+            Released::Released => {}
+            other => eprintln!("heldlock-chaos worker {inc}: release found {other:?}"),
+        }
+        seq += 1;
+    }
+    Ok(())
+}
+
+/// `pausable <dir> <stale-ms> <poll-ms> <file|lease>`: the first worker of the long-pause
+/// mode, incarnation 0. Acquires, reads the counter, reports the value read
+/// in `paused.read`, and waits for `paused.go` (the driver stops it in
+/// between); then refreshes before it writes, and retries under a fresh lock
+/// if the refresh says the lock was lost. Writes what happened to
+/// `paused.result`.
+async fn pausable(args: &[String]) -> Result<(), String> {
+    let dir = PathBuf::from(parse_arg::<String>(args, 0, "dir")?);
+    let stale_ms: u64 = parse_arg(args, 1, "stale-ms")?;
+    let poll_ms: u64 = parse_arg(args, 2, "poll-ms")?;
+    let kind: String = parse_arg(args, 3, "lock kind")?;
+    let lock = worker_lock(&dir, stale_ms, poll_ms, &kind)?;
+    let counter = dir.join(COUNTER);
+    let log = dir.join("log.0");
+
+    let held = lock.acquire().await.map_err(text)?;
+    let read = last_value(&counter)?;
+    write_atomically(&dir.join(PAUSED_READ), &format!("{read}\n"))?;
+    // An async wait, so that the heartbeat keeps the lock fresh until the
+    // driver's SIGSTOP freezes the whole process.
+    while !dir.join(PAUSED_GO).exists() {
+        tokio::time::sleep(ms(5)).await;
+    }
+    let still_ours = held.refresh().await.map_err(text)?;
+    let lost_signalled = held.is_lost();
+    let first = if still_ours {
+        // The failure this mode exists to rule out: a stale write.
+        append(&counter, &format!("{} 0 0\n", read + 1))?;
+        append(&log, &format!("commit 0 {}\n", read + 1))?;
+        "wrote"
+    } else {
+        append(&log, &format!("skip 0 {read} {}\n", epoch_ms()))?;
+        "skipped"
+    };
+    let released = held.release().await.map_err(text)?;
+
+    let held = lock.acquire().await.map_err(text)?;
+    let value = last_value(&counter)?;
+    if !held.refresh().await.map_err(text)? {
+        return Err("lost a freshly acquired lock on retry".into());
+    }
+    append(&counter, &format!("{} 0 1\n", value + 1))?;
+    append(&log, &format!("commit 1 {}\n", value + 1))?;
+    held.release().await.map_err(text)?;
+    write_atomically(
+        &dir.join(PAUSED_RESULT),
+        &format!(
+            "first={first} read={read} refresh={still_ours} lost={lost_signalled} \
+             release={released:?} retry_value={}\n",
+            value + 1
+        ),
+    )
+}
+
+// ---------------------------------------------------------------- the fleet
+
+struct Slot {
+    child: Child,
+    pid: i32,
+    inc: u64,
+    paused_until: Option<Instant>,
+    /// When the current pause began (epoch ms).
+    paused_since: u64,
+}
+
+/// The worker processes. Dropping it kills whatever still runs.
+struct Fleet {
+    exe: PathBuf,
+    dir: PathBuf,
+    stale_ms: u64,
+    poll_ms: u64,
+    kind: &'static str,
+    slots: Vec<Slot>,
+    next_inc: u64,
+    /// Incarnation and pid of every worker killed on purpose.
+    killed: BTreeMap<u64, i32>,
+    /// (incarnation, start, end) of every pause, in epoch ms.
+    pauses: Vec<(u64, u64, u64)>,
+}
+
+impl Fleet {
+    fn new(config: &Config, dir: &Path) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("find this program: {e}"))?;
+        Ok(Fleet {
+            exe,
+            dir: dir.to_path_buf(),
+            stale_ms: config.stale_ms,
+            poll_ms: config.poll_ms,
+            kind: config.kind(),
+            slots: Vec::new(),
+            next_inc: 0,
+            killed: BTreeMap::new(),
+            pauses: Vec::new(),
+        })
+    }
+
+    fn spawn(&mut self, extra: &[String]) -> Result<Slot, String> {
+        let inc = self.next_inc;
+        self.next_inc += 1;
+        let child = Command::new(&self.exe)
+            .arg("worker")
+            .arg(&self.dir)
+            .arg(inc.to_string())
+            .arg(self.stale_ms.to_string())
+            .arg(self.poll_ms.to_string())
+            .arg(self.kind)
+            .args(extra)
+            .spawn()
+            .map_err(|e| format!("start a worker: {e}"))?;
+        let pid = i32::try_from(child.id()).map_err(text)?;
+        Ok(Slot {
+            child,
+            pid,
+            inc,
+            paused_until: None,
+            paused_since: 0,
+        })
+    }
+
+    fn signal(pid: i32, signal: Signal) -> Result<(), String> {
+        let pid = Pid::from_raw(pid).ok_or("a worker with pid 0")?;
+        kill_process(pid, signal).map_err(|e| format!("signal {signal:?} to {pid:?}: {e}"))
+    }
+
+    /// Stops `pid` with `SIGSTOP` and waits until it is stopped.
+    fn stop(pid: i32) -> Result<(), String> {
+        Self::signal(pid, Signal::STOP)?;
+        wait_for(Duration::from_secs(5), "a worker to stop", || {
+            process_state(pid).is_none_or(|state| matches!(state, 'T' | 't' | 'Z' | 'X'))
+        })
+    }
+
+    /// Kills slot `i` and waits for it; returns its pid. The slot is then
+    /// restarted as a new incarnation.
+    fn kill_and_restart(&mut self, i: usize) -> Result<i32, String> {
+        let slot = &mut self.slots[i];
+        let pid = slot.pid;
+        Self::signal(pid, Signal::KILL)?;
+        slot.child
+            .wait()
+            .map_err(|e| format!("reap worker {pid}: {e}"))?;
+        self.killed.insert(slot.inc, pid);
+        let fresh = self.spawn(&[])?;
+        self.slots[i] = fresh;
+        Ok(pid)
+    }
+
+    fn resume_due(&mut self, now: Instant) -> Result<(), String> {
+        for slot in &mut self.slots {
+            if slot.paused_until.is_some_and(|until| until <= now) {
+                Self::signal(slot.pid, Signal::CONT)?;
+                slot.paused_until = None;
+                self.pauses.push((slot.inc, slot.paused_since, epoch_ms()));
+            }
+        }
+        Ok(())
+    }
+
+    fn resume_all(&mut self) -> Result<(), String> {
+        for slot in &mut self.slots {
+            if slot.paused_until.take().is_some() {
+                Self::signal(slot.pid, Signal::CONT)?;
+                self.pauses.push((slot.inc, slot.paused_since, epoch_ms()));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error if a worker ended without being told to.
+    fn check_alive(&mut self) -> Result<(), String> {
+        for slot in &mut self.slots {
+            if let Some(status) = slot.child.try_wait().map_err(text)? {
+                return Err(format!(
+                    "worker incarnation {} (pid {}) ended by itself: {status}",
+                    slot.inc, slot.pid
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn slot_of(&self, pid: i32) -> Option<usize> {
+        self.slots.iter().position(|s| s.pid == pid)
+    }
+
+    /// Waits for every worker to exit, each successfully.
+    fn wait_all(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let mut failures = Vec::new();
+        while let Some(mut slot) = self.slots.pop() {
+            loop {
+                match slot.child.try_wait().map_err(text)? {
+                    Some(status) if status.success() => break,
+                    Some(status) => {
+                        failures.push(format!("incarnation {}: {status}", slot.inc));
+                        break;
+                    }
+                    None if Instant::now() > deadline => {
+                        // Put it back so that Drop kills it.
+                        self.slots.push(slot);
+                        return Err(format!("workers still running after {limit:?}"));
+                    }
+                    None => std::thread::sleep(ms(10)),
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("workers failed: {}", failures.join(", ")))
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            let _ = Self::signal(slot.pid, Signal::CONT);
+            let _ = slot.child.kill();
+            let _ = slot.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the lock, seen from outside
+
+/// The state letter of `pid` in `/proc/<pid>/stat`; `None` once it is gone.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.trim_start().chars().next()
+}
+
+/// The pid named by the record in the lock file, if any.
+fn lock_pid(lock: &Path) -> Option<i32> {
+    let content = fs::read(lock).ok()?;
+    let text = std::str::from_utf8(&content).ok()?;
+    text.split(' ').next()?.parse().ok()
+}
+
+/// A lock left by a killed holder, watched until it is gone or replaced.
+struct Takeover {
+    killed_at: Instant,
+    ino: u64,
+    content: Vec<u8>,
+    took: Option<Duration>,
+}
+
+impl Takeover {
+    /// The lock at `lock` if it names `pid` (timed from now until
+    /// `killed_at` is set).
+    fn of(lock: &Path, pid: i32) -> Option<Self> {
+        let meta = fs::symlink_metadata(lock).ok()?;
+        let content = fs::read(lock).ok()?;
+        let named = std::str::from_utf8(&content)
+            .ok()
+            .and_then(|t| t.split(' ').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        (named == Some(pid)).then_some(Takeover {
+            killed_at: Instant::now(),
+            ino: meta.ino(),
+            content,
+            took: None,
+        })
+    }
+
+    fn poll(&mut self, lock: &Path, now: Instant) {
+        if self.took.is_some() {
+            return;
+        }
+        let same = fs::symlink_metadata(lock)
+            .is_ok_and(|m| m.ino() == self.ino && fs::read(lock).is_ok_and(|c| c == self.content));
+        if !same {
+            self.took = Some(now.saturating_duration_since(self.killed_at));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the account
+
+#[derive(Debug, Default)]
+struct Account {
+    /// The counter's value: its last line's.
+    counter: u64,
+    /// Lines in the counter.
+    commits: u64,
+    /// Commits some worker logged.
+    logged: u64,
+    /// Commits whose log line a SIGKILL swallowed.
+    unlogged_after_kill: u64,
+    /// Writes skipped because `refresh()` said the lock was lost.
+    skipped: u64,
+    /// (incarnation, seq, epoch ms) of each skipped write.
+    skips: Vec<(u64, u64, u64)>,
+    problems: Vec<String>,
+}
+
+/// Reads the counter and every incarnation's log and checks them against
+/// each other; see the module docs.
+fn account(dir: &Path, incarnations: u64, killed: &BTreeMap<u64, i32>) -> Account {
+    let mut acc = Account::default();
+    let text = match fs::read_to_string(dir.join(COUNTER)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            acc.problems.push(format!("read the counter: {e}"));
+            return acc;
+        }
+    };
+    // (incarnation, seq) -> value, from the counter.
+    let mut journal: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut expected = 1u64;
+    for line in text.lines() {
+        let fields: Vec<u64> = line.split(' ').filter_map(|f| f.parse().ok()).collect();
+        let [value, inc, seq] = fields[..] else {
+            acc.problems
+                .push(format!("malformed counter line {line:?}"));
+            continue;
+        };
+        if value != expected {
+            acc.problems.push(if value < expected {
+                format!("value {value} written twice (again by incarnation {inc} seq {seq})")
+            } else {
+                format!("value {expected} missing before {value}")
+            });
+        }
+        expected = value + 1;
+        if journal.insert((inc, seq), value).is_some() {
+            acc.problems
+                .push(format!("incarnation {inc} seq {seq} committed twice"));
+        }
+        acc.commits += 1;
+        acc.counter = value;
+    }
+    // The log of each incarnation: its seqs run 0, 1, 2, ...
+    let mut logged: HashSet<(u64, u64)> = HashSet::new();
+    let mut next_seq: HashMap<u64, u64> = HashMap::new();
+    for inc in 0..incarnations {
+        let log = match fs::read_to_string(dir.join(format!("log.{inc}"))) {
+            Ok(log) => log,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                acc.problems.push(format!("read log.{inc}: {e}"));
+                continue;
+            }
+        };
+        let mut seqs = 0u64;
+        for line in log.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let at: u64 = fields.get(3).and_then(|a| a.parse().ok()).unwrap_or(0);
+            let parsed = match fields[..] {
+                [kind, seq, value] | [kind, seq, value, _] => seq
+                    .parse::<u64>()
+                    .ok()
+                    .zip(value.parse::<u64>().ok())
+                    .map(|(s, v)| (kind, s, v)),
+                _ => None,
+            };
+            let Some((kind, seq, value)) = parsed else {
+                acc.problems
+                    .push(format!("malformed line {line:?} in log.{inc}"));
+                continue;
+            };
+            if seq != seqs {
+                acc.problems
+                    .push(format!("log.{inc}: seq {seq} where {seqs} was due"));
+            }
+            seqs = seq + 1;
+            match kind {
+                "commit" => {
+                    acc.logged += 1;
+                    logged.insert((inc, seq));
+                    match journal.get(&(inc, seq)) {
+                        Some(&v) if v == value => {}
+                        Some(&v) => acc.problems.push(format!(
+                            "incarnation {inc} seq {seq} logged value {value}, the counter has {v}"
+                        )),
+                        None => acc.problems.push(format!(
+                            "lost: incarnation {inc} seq {seq} logged value {value}, not in the counter"
+                        )),
+                    }
+                }
+                "skip" => {
+                    acc.skipped += 1;
+                    acc.skips.push((inc, seq, at));
+                }
+                _ => acc
+                    .problems
+                    .push(format!("unknown log line {line:?} in log.{inc}")),
+            }
+        }
+        next_seq.insert(inc, seqs);
+    }
+    for (&(inc, seq), &value) in &journal {
+        if logged.contains(&(inc, seq)) {
+            continue;
+        }
+        let explained =
+            killed.contains_key(&inc) && next_seq.get(&inc).copied().unwrap_or(0) == seq;
+        if explained {
+            acc.unlogged_after_kill += 1;
+        } else {
+            acc.problems.push(format!(
+                "value {value} by incarnation {inc} seq {seq} is in no log and no kill explains it"
+            ));
+        }
+    }
+    if acc.counter != acc.logged + acc.unlogged_after_kill {
+        acc.problems.push(format!(
+            "counter {} != {} logged + {} unlogged-after-kill commits",
+            acc.counter, acc.logged, acc.unlogged_after_kill
+        ));
+    }
+    acc
+}
+
+/// Trash beside the lock: (explained by a process killed mid-step, not).
+fn trash(dir: &Path, killed: &BTreeMap<u64, i32>) -> Result<(Vec<String>, Vec<String>), String> {
+    let killed_pids: HashSet<i32> = killed.values().copied().collect();
+    let mut explained = Vec::new();
+    let mut unexplained = Vec::new();
+    for entry in fs::read_dir(dir).map_err(text)? {
+        let entry = entry.map_err(text)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with(&format!("{LOCK}.breaking."))
+            || name.starts_with(&format!("{LOCK}.releasing.")))
+        {
+            continue;
+        }
+        // A process killed between the rename to trash and the unlink
+        // leaves the lock it was removing there: its own (releasing), or a
+        // dead holder's (breaking), or an empty one of a killed creator.
+        let pid = lock_pid(&entry.path());
+        let empty = fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if pid.is_some_and(|p| killed_pids.contains(&p)) || (empty && !killed.is_empty()) {
+            explained.push(name);
+        } else {
+            unexplained.push(name);
+        }
+    }
+    Ok((explained, unexplained))
+}
+
+fn count_commits(dir: &Path, inc: u64) -> usize {
+    fs::read_to_string(dir.join(format!("log.{inc}")))
+        .map(|log| log.lines().filter(|l| l.starts_with("commit ")).count())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- driving
+
+/// The run directory: the one given, or a fresh temporary one.
+fn run_dir(config: &Config) -> Result<PathBuf, String> {
+    let dir = match &config.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!(
+            "heldlock-chaos-{}-{}",
+            std::process::id(),
+            clock_seed() % 1_000_000
+        )),
+    };
+    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let occupied = fs::read_dir(&dir).map_err(text)?.next().is_some();
+    if occupied {
+        return Err(format!(
+            "{} is not empty; give an empty or new --dir",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+fn drive(config: &Config) -> ExitCode {
+    let dir = match run_dir(config) {
+        Ok(dir) => dir,
+        Err(error) => {
+            eprintln!("heldlock-chaos: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = if config.long_pause {
+        long_pause(config, &dir)
+    } else {
+        chaos(config, &dir)
+    };
+    match outcome {
+        Ok(()) => {
+            if config.keep || config.dir.is_some() {
+                println!("kept: {}", dir.display());
+            } else {
+                let _ = fs::remove_dir_all(&dir);
+            }
+            println!("result: OK");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            println!("result: FAILED: {error}");
+            println!("kept for inspection: {}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    kills: u64,
+    holder_kills: u64,
+    pauses: u64,
+    holder_pauses: u64,
+    longest_pause: Duration,
+}
+
+fn chaos(config: &Config, dir: &Path) -> Result<(), String> {
+    let timing = config.timing()?;
+    let bound = timing.stale.saturating_sub(timing.heartbeat);
+    let max_pause = config.max_pause_ms.map_or(bound * 2 / 3, ms).max(ms(1));
+    let seed = config.seed.unwrap_or_else(clock_seed);
+    let mut rng = Rng(seed);
+    let lock = dir.join(LOCK);
+    println!(
+        "heldlock-chaos: {} processes, {:.1} s, stale {} ms, heartbeat {} ms, poll {} ms, \
+         pauses 10..={} ms, {}, seed {seed}, dir {}",
+        config.processes,
+        config.seconds.as_secs_f64(),
+        millis(timing.stale),
+        millis(timing.heartbeat),
+        millis(timing.poll),
+        millis(max_pause),
+        config.describe(),
+        dir.display()
+    );
+
+    let mut fleet = Fleet::new(config, dir)?;
+    for _ in 0..config.processes {
+        let slot = fleet.spawn(&[])?;
+        fleet.slots.push(slot);
+    }
+    let mut tally = Tally::default();
+    let mut takeovers: Vec<Takeover> = Vec::new();
+    let started = Instant::now();
+    let end = started + config.seconds;
+    let half = started + config.seconds / 2;
+    let mut next_event = started + ms(rng.range(100, 400));
+
+    while Instant::now() < end {
+        let now = Instant::now();
+        fleet.resume_due(now)?;
+        fleet.check_alive()?;
+        for t in &mut takeovers {
+            t.poll(&lock, now);
+        }
+        if now >= next_event {
+            // Make sure a bounded run shows each kind of event at least once.
+            let force_kill = tally.holder_kills == 0 && now >= half;
+            let force_pause = !force_kill && tally.holder_pauses == 0 && now >= half;
+            let holder = lock_pid(&lock)
+                .and_then(|pid| fleet.slot_of(pid))
+                .filter(|&i| fleet.slots[i].paused_until.is_none());
+            let victim = match holder {
+                Some(i) if force_kill || force_pause || rng.one_in(2) => Some(i),
+                _ if force_kill || force_pause => None, // wait for a holder
+                _ => Some(rng.index(fleet.slots.len())),
+            };
+            if let Some(i) = victim {
+                let pid = fleet.slots[i].pid;
+                let paused = fleet.slots[i].paused_until.is_some();
+                if force_kill || (!force_pause && rng.one_in(3)) {
+                    // Frozen first, so that the lock file tells for sure
+                    // whether it dies holding the lock: a same-host waiter
+                    // may break a dead holder's lock within microseconds.
+                    if !paused {
+                        Fleet::stop(pid)?;
+                    }
+                    let left = Takeover::of(&lock, pid);
+                    fleet.kill_and_restart(i)?;
+                    tally.kills += 1;
+                    if let Some(mut t) = left {
+                        t.killed_at = Instant::now();
+                        tally.holder_kills += 1;
+                        takeovers.push(t);
+                    }
+                } else if !paused {
+                    Fleet::stop(pid)?;
+                    let pause = ms(rng.range(10, u64::try_from(millis(max_pause)).unwrap_or(10)));
+                    fleet.slots[i].paused_until = Some(Instant::now() + pause);
+                    fleet.slots[i].paused_since = epoch_ms();
+                    tally.pauses += 1;
+                    tally.longest_pause = tally.longest_pause.max(pause);
+                    if lock_pid(&lock) == Some(pid) {
+                        tally.holder_pauses += 1;
+                    }
+                }
+                next_event = Instant::now() + ms(rng.range(100, 400));
+            }
+        }
+        std::thread::sleep(ms(2));
+    }
+
+    // Recovery: no more signals; every lock a killed holder left must be
+    // taken over, and every live worker must commit again.
+    fleet.resume_all()?;
+    let settled_at = Instant::now();
+    let limit = timing.stale * 3 + Duration::from_secs(20);
+    let baseline: Vec<(u64, usize)> = fleet
+        .slots
+        .iter()
+        .map(|s| (s.inc, count_commits(dir, s.inc)))
+        .collect();
+    loop {
+        let now = Instant::now();
+        fleet.check_alive()?;
+        for t in &mut takeovers {
+            t.poll(&lock, now);
+        }
+        let recovered = takeovers.iter().all(|t| t.took.is_some())
+            && baseline
+                .iter()
+                .all(|&(inc, before)| count_commits(dir, inc) > before);
+        if recovered {
+            break;
+        }
+        if now.saturating_duration_since(settled_at) > limit {
+            return Err(format!(
+                "no recovery within {limit:?} after the last signal: {} of {} takeovers, \
+                 workers without a new commit: {:?}",
+                takeovers.iter().filter(|t| t.took.is_some()).count(),
+                takeovers.len(),
+                baseline
+                    .iter()
+                    .filter(|&&(inc, before)| count_commits(dir, inc) <= before)
+                    .map(|&(inc, _)| inc)
+                    .collect::<Vec<_>>()
+            ));
+        }
+        std::thread::sleep(ms(5));
+    }
+    fs::write(dir.join(STOP), "stop\n").map_err(text)?;
+    fleet.wait_all(Duration::from_secs(60))?;
+
+    let acc = account(dir, fleet.next_inc, &fleet.killed);
+    let (explained_trash, unexplained_trash) = trash(dir, &fleet.killed)?;
+    let lock_free = fs::symlink_metadata(&lock).is_err();
+    let longest_takeover = takeovers.iter().filter_map(|t| t.took).max();
+    let takeover_bound = timing.stale + timing.poll + ms(config.takeover_slack_ms);
+
+    println!(
+        "kills: {} ({} while holding the lock), each restarted",
+        tally.kills, tally.holder_kills
+    );
+    println!(
+        "pauses: {} ({} of the holder), longest {} ms",
+        tally.pauses,
+        tally.holder_pauses,
+        millis(tally.longest_pause)
+    );
+    println!(
+        "increments: {} = counter {} ({} logged, {} committed just before a SIGKILL took the log line); \
+         writes skipped after refresh() said lost: {}",
+        acc.commits, acc.counter, acc.logged, acc.unlogged_after_kill, acc.skipped
+    );
+    for &(inc, seq, at) in &acc.skips {
+        // The pause of that worker that began last before its skip.
+        let pause = fleet
+            .pauses
+            .iter()
+            .filter(|&&(i, start, _)| i == inc && start <= at)
+            .max_by_key(|&&(_, start, _)| start);
+        match pause {
+            Some(&(_, start, end)) if at.saturating_sub(end) < 5000 => println!(
+                "skipped write: incarnation {inc} seq {seq}: it was paused {} ms, resumed {} ms \
+                 before refresh() said lost (the lease's margin: a pause plus scheduling \
+                 delay reached `stale`)",
+                end.saturating_sub(start),
+                at.saturating_sub(end)
+            ),
+            _ => println!(
+                "skipped write: incarnation {inc} seq {seq}: not paused in the 5 s before; \
+                 refresh() said lost"
+            ),
+        }
+    }
+    println!(
+        "takeovers: {} of {} killed holders' locks, longest {} ms (bound {} ms)",
+        takeovers.iter().filter(|t| t.took.is_some()).count(),
+        takeovers.len(),
+        longest_takeover.map_or(0, millis),
+        millis(takeover_bound)
+    );
+    println!(
+        "lock free: {}; trash left: {} (by processes killed mid-step: {})",
+        if lock_free { "yes" } else { "NO" },
+        unexplained_trash.len() + explained_trash.len(),
+        explained_trash.len()
+    );
+    println!(
+        "chaos-summary kills={} holder_kills={} pauses={} holder_pauses={} increments={} counter={} \
+         logged={} unlogged_after_kill={} skipped={} takeovers={} longest_takeover_ms={} \
+         lock_free={lock_free} trash_mid_step={} trash_unexplained={} problems={}",
+        tally.kills,
+        tally.holder_kills,
+        tally.pauses,
+        tally.holder_pauses,
+        acc.commits,
+        acc.counter,
+        acc.logged,
+        acc.unlogged_after_kill,
+        acc.skipped,
+        takeovers.len(),
+        longest_takeover.map_or(0, millis),
+        explained_trash.len(),
+        unexplained_trash.len(),
+        acc.problems.len()
+    );
+
+    let mut problems = acc.problems;
+    if !lock_free {
+        problems.push("the lock file is still there".into());
+    }
+    if !unexplained_trash.is_empty() {
+        problems.push(format!("trash left: {unexplained_trash:?}"));
+    }
+    if let Some(longest) = longest_takeover
+        && longest > takeover_bound
+    {
+        problems.push(format!(
+            "a takeover took {} ms, above {} ms",
+            millis(longest),
+            millis(takeover_bound)
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        for p in &problems {
+            println!("problem: {p}");
+        }
+        Err(format!("{} problem(s)", problems.len()))
+    }
+}
+
+/// Polls `done` every 5 ms for up to `limit`.
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {limit:?} waiting for {what}"));
+        }
+        std::thread::sleep(ms(5));
+    }
+    Ok(())
+}
+
+fn long_pause(config: &Config, dir: &Path) -> Result<(), String> {
+    let timing = config.timing()?;
+    let lock = dir.join(LOCK);
+    println!(
+        "heldlock-chaos --long-pause: stale {} ms, heartbeat {} ms, poll {} ms, {}, dir {}",
+        millis(timing.stale),
+        millis(timing.heartbeat),
+        millis(timing.poll),
+        config.describe(),
+        dir.display()
+    );
+    let mut fleet = Fleet::new(config, dir)?;
+    fleet.next_inc = 1; // incarnation 0 is the pausable worker
+    let child = Command::new(&fleet.exe)
+        .arg("pausable")
+        .arg(dir)
+        .arg(config.stale_ms.to_string())
+        .arg(config.poll_ms.to_string())
+        .arg(config.kind())
+        .spawn()
+        .map_err(|e| format!("start the pausable worker: {e}"))?;
+    let pid = i32::try_from(child.id()).map_err(text)?;
+    fleet.slots.push(Slot {
+        child,
+        pid,
+        inc: 0,
+        paused_until: None,
+        paused_since: 0,
+    });
+    let limit = timing.stale * 5 + Duration::from_secs(30);
+
+    wait_for(limit, "the first worker to hold the lock", || {
+        dir.join(PAUSED_READ).exists()
+    })?;
+    Fleet::stop(pid)?;
+    let stopped_at = Instant::now();
+    if lock_pid(&lock) != Some(pid) {
+        return Err("the stopped worker does not hold the lock".into());
+    }
+    // A peer does one increment: it has to wait until the stopped holder's
+    // lock is stale, break it, commit, and leave.
+    let mut peer = fleet.spawn(&["1".to_string()])?;
+    let status = wait_exit(&mut peer.child, limit)?;
+    let took_over_after = stopped_at.elapsed();
+    if !status.success() {
+        return Err(format!("the peer failed: {status}"));
+    }
+    let during = last_value(&dir.join(COUNTER))?;
+    // Keep the pause clearly longer than `stale` (the peer may have broken
+    // the lock a little sooner, counted from the holder's last stamp).
+    let long_enough = timing.stale + timing.heartbeat;
+    std::thread::sleep(long_enough.saturating_sub(stopped_at.elapsed()));
+    fs::write(dir.join(PAUSED_GO), "go\n").map_err(text)?;
+    let paused_for = stopped_at.elapsed();
+    Fleet::signal(pid, Signal::CONT)?;
+    fleet.slots[0].paused_until = None;
+    fleet.wait_all(limit)?;
+
+    let result = fs::read_to_string(dir.join(PAUSED_RESULT)).map_err(text)?;
+    let acc = account(dir, 2, &BTreeMap::new());
+    let (explained, unexplained) = trash(dir, &BTreeMap::new())?;
+    let lock_free = fs::symlink_metadata(&lock).is_err();
+    let skipped = result.contains("first=skipped") && result.contains("refresh=false");
+    println!(
+        "holder paused for {} ms (stale {} ms); the peer took the lock over and committed \
+         value {during} after {} ms",
+        millis(paused_for),
+        millis(timing.stale),
+        millis(took_over_after)
+    );
+    println!("resumed holder: {}", result.trim());
+    println!(
+        "counter {} = commits {} ({} logged); writes skipped after refresh() said lost: {}",
+        acc.counter, acc.commits, acc.logged, acc.skipped
+    );
+    println!(
+        "long-pause-summary paused_ms={} stale_ms={} takeover_ms={} skipped={} counter={} \
+         commits={} lock_free={lock_free} trash={} problems={}",
+        millis(paused_for),
+        millis(timing.stale),
+        millis(took_over_after),
+        skipped,
+        acc.counter,
+        acc.commits,
+        explained.len() + unexplained.len(),
+        acc.problems.len()
+    );
+    let mut problems = acc.problems;
+    if paused_for <= timing.stale {
+        problems.push("the pause was not longer than stale".into());
+    }
+    if during != 1 {
+        problems.push(format!(
+            "the peer should have committed value 1, found {during}"
+        ));
+    }
+    if !skipped {
+        problems.push(format!(
+            "the resumed holder's refresh() did not report the loss: {}",
+            result.trim()
+        ));
+    }
+    if !result.contains("retry_value=2") {
+        problems.push("the skipped increment was not redone as value 2".into());
+    }
+    if acc.counter != 2 || acc.commits != 2 || acc.skipped != 1 {
+        problems.push(format!(
+            "expected counter 2 from 2 commits and 1 skipped write, got {} from {} and {}",
+            acc.counter, acc.commits, acc.skipped
+        ));
+    }
+    if !lock_free {
+        problems.push("the lock file is still there".into());
+    }
+    if !(explained.is_empty() && unexplained.is_empty()) {
+        problems.push(format!("trash left: {explained:?} {unexplained:?}"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        for p in &problems {
+            println!("problem: {p}");
+        }
+        Err(format!("{} problem(s)", problems.len()))
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(text)? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("a worker did not finish within {limit:?}"));
+        }
+        std::thread::sleep(ms(5));
+    }
+}

@@ -246,6 +246,7 @@ impl Lock {
             let event = match action {
                 Action::TryCreate => {
                     let mut record = record.clone();
+                    let stamped = self.runtime.instant();
                     record.acquired_at = self.runtime.now();
                     let created = self.backend.try_create(&record).await?;
                     if created == Created::Created {
@@ -255,6 +256,7 @@ impl Lock {
                             self.options.clone(),
                             self.timing,
                             record,
+                            stamped,
                         );
                         return Ok(HeldLock::start(lease, local));
                     }

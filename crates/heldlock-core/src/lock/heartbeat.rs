@@ -39,6 +39,12 @@ impl Heartbeat {
         }
     }
 
+    /// When the lease expires unless a refresh succeeds: the last successful
+    /// stamp plus `stale`. Peers may break the lock from then on.
+    pub fn expiry(&self) -> Instant {
+        self.last_stamp + self.timing.stale
+    }
+
     /// How long until the first beat.
     pub fn first(&self) -> Duration {
         self.timing.heartbeat

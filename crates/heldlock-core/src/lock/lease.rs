@@ -57,6 +57,8 @@ pub(crate) struct Lease {
     pub(crate) options: LockOptions,
     pub(crate) timing: Timing,
     pub(crate) record: LockRecord,
+    /// When the lock was stamped at creation, by our monotonic clock.
+    stamped: std::time::Instant,
     lost: Signal,
     /// Set by release and drop: the heartbeat stops and loss is no longer reported.
     ended: Signal,
@@ -69,6 +71,7 @@ impl Lease {
         options: LockOptions,
         timing: Timing,
         record: LockRecord,
+        stamped: std::time::Instant,
     ) -> Arc<Self> {
         Arc::new(Lease {
             backend,
@@ -76,6 +79,7 @@ impl Lease {
             options,
             timing,
             record,
+            stamped,
             lost: Signal::default(),
             ended: Signal::default(),
         })
@@ -116,15 +120,35 @@ impl Lease {
     }
 
     /// The heartbeat: refreshes every `heartbeat` until the lease ends or is lost.
+    ///
+    /// The lease expires at the last successful stamp plus `stale`, by our own
+    /// monotonic clock: the heartbeat never sleeps past that moment and races
+    /// each refresh against it, so `lost()` fires by then at the latest, even
+    /// when a refresh hangs or a beat oversleeps. Peers can break the lock
+    /// only after it.
     pub(crate) async fn heartbeat(self: Arc<Self>) {
-        let mut policy = Heartbeat::new(self.timing, self.runtime.instant());
+        const EXPIRED: &str =
+            "the lease expired: no refresh succeeded within `stale`, so a peer may break the lock";
+        let mut policy = Heartbeat::new(self.timing, self.stamped);
         let mut wait = policy.first();
         loop {
-            if !self.sleep_unless_ended(wait).await {
+            let until_expiry = policy
+                .expiry()
+                .saturating_duration_since(self.runtime.instant());
+            if until_expiry.is_zero() {
+                self.mark_lost(EXPIRED);
+                return;
+            }
+            if !self.sleep_unless_ended(wait.min(until_expiry)).await {
                 return;
             }
             let started = self.runtime.instant();
-            let result = self.backend.refresh(self.owner(), self.runtime.now()).await;
+            let Some(result) = self.refresh_before(policy.expiry()).await else {
+                if !self.ended.is_set() {
+                    self.mark_lost(EXPIRED);
+                }
+                return;
+            };
             if self.ended.is_set() {
                 return;
             }
@@ -141,13 +165,30 @@ impl Lease {
                     self.mark_lost(match result {
                         Some(_) => "the heartbeat found the lock gone or replaced",
                         None => {
-                            "no heartbeat succeeded for `stale`; a peer may have broken the lock"
+                            "heartbeats failed for so long that a peer may break the lock before the next one"
                         }
                     });
                     return;
                 }
             }
         }
+    }
+
+    /// One heartbeat refresh, unless the lease expires first (`None`).
+    async fn refresh_before(
+        &self,
+        expiry: std::time::Instant,
+    ) -> Option<Result<Refreshed, crate::BackendError>> {
+        let left = expiry.saturating_duration_since(self.runtime.instant());
+        let mut timer = self.runtime.sleep(left);
+        let mut refresh = self.backend.refresh(self.owner(), self.runtime.now());
+        poll_fn(|cx| {
+            if let Poll::Ready(result) = refresh.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     }
 
     /// Sleeps `duration`; returns `false` early if the lease ended meanwhile.

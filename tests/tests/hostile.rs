@@ -815,7 +815,6 @@ fn an_unreadable_lock_file_is_foreign_and_breakable_only_by_age() {
 /// the owner's read bit, simulated here by `EACCES` on every open) must
 /// still be able to release it: it holds a descriptor to it.
 #[test]
-#[ignore = "bug: release re-opens the trash by path to recognise its own lock; EACCES there makes it restore the lock and report NotOurs"]
 fn a_holder_that_cannot_reopen_its_own_lock_still_releases_it() {
     let (dir, path) = lock_path();
     let vfs = FaultVfs::new();
@@ -841,7 +840,6 @@ fn a_holder_that_cannot_reopen_its_own_lock_still_releases_it() {
 /// `umask 0477` creates its lock file with mode 0200 and cannot open it for
 /// reading by path.
 #[test]
-#[ignore = "bug: a holder under a umask without u+r cannot release its own lock (NotOurs, lock left to go stale)"]
 fn a_lock_made_under_a_umask_without_owner_read_is_released() {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: not root, cannot run a probe as another user");

@@ -8,10 +8,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use heldlock_core::{
@@ -144,6 +145,11 @@ pub struct FsBackend<V: Vfs = RealFs> {
     vfs: V,
     sync_writes: bool,
     held: Mutex<HashMap<OwnerId, Held<V::File>>>,
+    /// Trash older than this is abandoned (its mover died mid-step) and is
+    /// swept; `None`: never sweep.
+    trash_max_age: Option<Duration>,
+    /// Whether the trash was swept since the last successful break.
+    swept: AtomicBool,
     #[cfg(feature = "safeguard-switches")]
     safeguards: Safeguards,
 }
@@ -195,9 +201,28 @@ impl<V: Vfs> FsBackend<V> {
             vfs,
             sync_writes: false,
             held: Mutex::new(HashMap::new()),
+            trash_max_age: None,
+            swept: AtomicBool::new(false),
             #[cfg(feature = "safeguard-switches")]
             safeguards: Safeguards::default(),
         })
+    }
+
+    /// Sweeps this lock's abandoned trash: the `<name>.breaking.<id>` and
+    /// `<name>.releasing.<id>` files that a process killed between its
+    /// rename to trash and its unlink left behind, once their modification
+    /// time is older than `age` (give the lock's `stale`: a process paused
+    /// that long in the middle of a step is outside the lease model anyway).
+    ///
+    /// The sweep runs after the first successful create of this backend and
+    /// again after each successful break, so it costs one directory listing
+    /// now and then, never one per acquisition. Off by default; `FileLock`
+    /// turns it on. Only regular files are removed, never followed links or
+    /// directories.
+    #[must_use]
+    pub fn sweep_trash_older_than(mut self, age: Duration) -> Self {
+        self.trash_max_age = Some(age);
+        self
     }
 
     /// Whether `try_create` flushes the record to stable storage (`fsync`)
@@ -387,10 +412,16 @@ impl<V: Vfs> FsBackend<V> {
     /// Moves whatever the lock path names to a fresh trash name, then keeps
     /// it out (unlinking the trash) if `is_target` says it is the lock we
     /// meant to remove, or puts it back otherwise.
+    ///
+    /// `ours`, when the caller holds the lock it means to remove, lets the
+    /// moved file be identified through the descriptor kept since it was
+    /// created: a holder whose umask left it no read permission on its own
+    /// lock file could not re-open it by name.
     async fn claim(
         &self,
         step: Step,
         purpose: &str,
+        ours: Option<&Held<V::File>>,
         is_target: impl FnOnce(&Look) -> bool + Send,
     ) -> Result<Claim, BackendError> {
         let trash = self.trash_path(purpose);
@@ -399,7 +430,11 @@ impl<V: Vfs> FsBackend<V> {
             Err(e) if is_gone(&e) => return Ok(Claim::Absent),
             Err(e) => return Err(self.io(step, "rename the lock file to trash", e)),
         }
-        let moved = match self.look(&trash, Place::Trash).await {
+        let looked = match ours {
+            Some(held) => self.look_through(&trash, held).await,
+            None => self.look(&trash, Place::Trash).await,
+        };
+        let moved = match looked {
             Ok(Some(moved)) => moved,
             // Nobody else can know the trash name; if it vanished anyway
             // there is nothing left to keep or restore.
@@ -419,6 +454,31 @@ impl<V: Vfs> FsBackend<V> {
             return Ok(Claim::Removed);
         }
         self.restore(step, &trash, moved.meta.kind).await
+    }
+
+    /// Looks at `path` like [`look`](Self::look), but when it names `held`'s
+    /// inode reads the content through `held`'s descriptor instead of opening
+    /// the file by name.
+    async fn look_through(
+        &self,
+        path: &Path,
+        held: &Held<V::File>,
+    ) -> Result<Option<Look>, LookError> {
+        let meta = match self.vfs.lstat(path).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Place::Trash.fail(Op::Lstat, e)),
+        };
+        if meta.kind != FileKind::File || (meta.dev, meta.ino) != (held.dev, held.ino) {
+            return self.look(path, Place::Trash).await;
+        }
+        match held.file.read_capped(MAX_READ).await {
+            Ok(content) => Ok(Some(Look {
+                meta,
+                content: Some(content),
+            })),
+            Err(e) => Err(Place::Trash.fail(Op::Read, e)),
+        }
     }
 
     /// Puts a lock that was moved to `trash` by mistake back at the lock
@@ -494,10 +554,33 @@ impl<V: Vfs> FsBackend<V> {
         }
     }
 
+    /// Removes a lock file we just created but could not `fstat`, so that it
+    /// does not block everyone until it goes stale. Without its inode, our
+    /// record is what identifies it: it is written through the descriptor
+    /// (so it lands in our inode whatever the path names by then), and the
+    /// file moved to trash is removed only if it carries our fresh owner id,
+    /// which no other lock can carry.
+    async fn remove_unstatted(&self, file: V::File, record: &LockRecord) {
+        let written = file.write_all(record::encode(record).as_bytes()).await;
+        let outcome = match written {
+            Ok(()) => {
+                let ours = |moved: &Look| moved.record().is_some_and(|r| r.owner == record.owner);
+                self.claim(Step::Create, "releasing", None, ours).await
+            }
+            Err(e) => Err(self.io(Step::Create, "write the lock record", e)),
+        };
+        if !matches!(outcome, Ok(Claim::Removed)) {
+            tracing::warn!(
+                lock = %self.path.display(),
+                "could not remove a just-created lock file that could not be examined; it goes stale"
+            );
+        }
+    }
+
     async fn remove_half_made(&self, held: &Held<V::File>) {
         let (dev, ino) = (held.dev, held.ino);
         let outcome = self
-            .claim(Step::Create, "releasing", |moved| {
+            .claim(Step::Create, "releasing", Some(held), |moved| {
                 (moved.meta.dev, moved.meta.ino) == (dev, ino)
             })
             .await;
@@ -556,15 +639,14 @@ impl<V: Vfs> FsBackend<V> {
         };
         let meta = match file.fstat().await {
             Ok(meta) => meta,
-            Err(e) => {
-                // Without the inode we cannot prove which file at the path is
-                // ours, so we must not remove anything.
-                tracing::warn!(
-                    lock = %self.path.display(),
-                    "could not stat a just-created lock file; the empty file will go stale"
-                );
-                return Err(self.io(step, "stat the new lock file", e));
-            }
+            // A transient failure: once more before giving up on the inode.
+            Err(_) => match file.fstat().await {
+                Ok(meta) => meta,
+                Err(e) => {
+                    self.remove_unstatted(file, record).await;
+                    return Err(self.io(step, "stat the new lock file", e));
+                }
+            },
         };
         let held = Held {
             file: Arc::new(file),
@@ -577,6 +659,7 @@ impl<V: Vfs> FsBackend<V> {
             return Err(error);
         }
         self.held().insert(record.owner.clone(), held);
+        self.sweep_if_due().await;
         Ok(Created::Created)
     }
 
@@ -643,11 +726,61 @@ impl<V: Vfs> FsBackend<V> {
             Ok(Some(_)) => {}
             Err(e) => return Err(self.io(step, e.action, e.source)),
         }
-        Ok(match self.claim(step, "breaking", unchanged).await? {
+        Ok(match self.claim(step, "breaking", None, unchanged).await? {
             Claim::Absent => Broke::Absent,
-            Claim::Removed => Broke::Broken,
+            Claim::Removed => {
+                // Its holder may have died mid-step elsewhere too.
+                self.swept.store(false, Ordering::Relaxed);
+                Broke::Broken
+            }
             Claim::Restored | Claim::Displaced => Broke::Changed,
         })
+    }
+
+    /// Whether `name` is one of this lock's trash names:
+    /// `<file name>.(breaking|releasing).<32 hex digits>`.
+    fn is_our_trash(&self, name: &std::ffi::OsStr) -> bool {
+        let (name, ours) = (name.as_bytes(), self.file_name.as_bytes());
+        let Some(rest) = name.strip_prefix(ours).and_then(|r| r.strip_prefix(b".")) else {
+            return false;
+        };
+        let id = rest
+            .strip_prefix(b"breaking.")
+            .or_else(|| rest.strip_prefix(b"releasing."));
+        id.is_some_and(|id| id.len() == 32 && id.iter().all(u8::is_ascii_hexdigit))
+    }
+
+    async fn sweep_if_due(&self) {
+        let Some(max_age) = self.trash_max_age else {
+            return;
+        };
+        if self.swept.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let dir = if self.dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            self.dir.as_path()
+        };
+        let Ok(names) = self.vfs.list_dir(dir).await else {
+            return;
+        };
+        let now = SystemTime::now();
+        for name in names.iter().filter(|n| self.is_our_trash(n)) {
+            let path = self.dir.join(name);
+            let abandoned = match self.vfs.lstat(&path).await {
+                Ok(meta) => {
+                    meta.kind == FileKind::File
+                        && now
+                            .duration_since(meta.mtime)
+                            .is_ok_and(|age| age > max_age)
+                }
+                Err(_) => false,
+            };
+            if abandoned && self.vfs.unlink(&path).await.is_ok() {
+                tracing::info!(trash = %path.display(), "removed abandoned lock trash");
+            }
+        }
     }
 
     /// `do_break` with [`Safeguards::reverify_before_break`] or
@@ -668,7 +801,7 @@ impl<V: Vfs> FsBackend<V> {
             }
         }
         let is_target = |look: &Look| !guards.recheck_after_rename || unchanged(look);
-        Ok(match self.claim(step, "breaking", is_target).await? {
+        Ok(match self.claim(step, "breaking", None, is_target).await? {
             Claim::Absent => Broke::Absent,
             Claim::Removed => Broke::Broken,
             Claim::Restored | Claim::Displaced => Broke::Changed,
@@ -712,11 +845,13 @@ impl<V: Vfs> FsBackend<V> {
             (moved.meta.dev, moved.meta.ino) == (held.dev, held.ino)
                 && moved.record().is_some_and(|r| &r.owner == owner)
         };
-        Ok(match self.claim(step, "releasing", is_ours).await? {
-            Claim::Absent => Released::Absent,
-            Claim::Removed => Released::Released,
-            Claim::Restored | Claim::Displaced => Released::NotOurs,
-        })
+        Ok(
+            match self.claim(step, "releasing", Some(&held), is_ours).await? {
+                Claim::Absent => Released::Absent,
+                Claim::Removed => Released::Released,
+                Claim::Restored | Claim::Displaced => Released::NotOurs,
+            },
+        )
     }
 }
 

@@ -73,7 +73,10 @@ impl<R: Runtime> FileLock<R> {
         runtime: R,
     ) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
-        let backend = FsBackend::new(&path)?;
+        let stale = options.validate()?.stale;
+        // Trash abandoned by a process killed mid-step is swept once it is
+        // older than `stale`.
+        let backend = FsBackend::new(&path)?.sweep_trash_older_than(stale);
         let lock = Lock::new(Arc::new(backend), Arc::new(runtime), options)?
             // Waiters of this process take turns among themselves first: only
             // one of them polls the file system, and they get it in call order.

@@ -7,6 +7,7 @@
 //! one system call (or one small bounded loop of them), so that a simulation
 //! interleaves at the same granularity as the kernel does.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -73,6 +74,13 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
 
     /// Removes the name `path` (not a directory).
     fn unlink(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// The names in directory `dir`, for sweeping abandoned trash. The
+    /// default lists nothing, which turns sweeping off.
+    fn list_dir(&self, dir: &Path) -> impl Future<Output = io::Result<Vec<OsString>>> + Send {
+        let _ = dir;
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// An open file of a [`Vfs`]: it keeps naming the same inode whatever
@@ -192,6 +200,12 @@ impl Vfs for RealFs {
 
     async fn unlink(&self, path: &Path) -> io::Result<()> {
         retry(|| rustix::fs::unlink(path))
+    }
+
+    async fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        std::fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect()
     }
 }
 

@@ -305,6 +305,13 @@ impl Vfs for FaultVfs {
             RealFs.unlink(path).await
         }
     }
+
+    fn list_dir(
+        &self,
+        dir: &Path,
+    ) -> impl Future<Output = io::Result<Vec<std::ffi::OsString>>> + Send {
+        RealFs.list_dir(dir)
+    }
 }
 
 impl VfsFile for FaultFile {

@@ -283,7 +283,9 @@ impl<V: Vfs> FsBackend<V> {
     /// contender can plant anything (a symbolic link, a lock) at it.
     fn trash_path(&self, purpose: &str) -> PathBuf {
         let mut name = self.file_name.clone();
-        name.push(format!(".{purpose}.{}", uuid::Uuid::new_v4().simple()));
+        // Unguessable without a system call: see `OwnerId::random`.
+        let id = OwnerId::random().as_str().replace('-', "");
+        name.push(format!(".{purpose}.{id}"));
         self.dir.join(name)
     }
 

@@ -133,6 +133,9 @@ impl HostProbe for LocalHost {
         let Some(start) = Self::same_host_start(record) else {
             return false;
         };
+        if crate::watch::watched_alive(record.pid, start) {
+            return false; // its pidfd has not fired: it runs
+        }
         match proc_stat(record.pid) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(_) => false,

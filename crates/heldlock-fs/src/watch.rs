@@ -210,6 +210,26 @@ impl Watcher {
             }
         }
         fired.iter().for_each(|n| n.notify());
+        self.unwatch_idle_dirs();
+    }
+
+    /// Stops watching directories nobody waits in any more, so that a
+    /// process's own uncontended releases stop waking this thread.
+    fn unwatch_idle_dirs(&self) {
+        let mut state = self.state();
+        let idle: Vec<PathBuf> = state
+            .dirs
+            .iter_mut()
+            .filter_map(|(path, dir)| {
+                dir.names.retain(|_, notify| notify.strong_count() > 0);
+                dir.names.is_empty().then(|| path.clone())
+            })
+            .collect();
+        for path in idle {
+            if let Some(dir) = state.dirs.remove(&path) {
+                let _ = inotify::remove_watch(&self.inotify, dir.watch);
+            }
+        }
     }
 }
 
@@ -277,6 +297,19 @@ pub(crate) fn lock_removed(path: &Path) -> Option<ChangeListener> {
     };
     drop(state);
     Some(notify.listen())
+}
+
+/// Whether the exit of `pid` (started at `start`) is being watched and has
+/// not happened: then it is alive, and nobody needs to read `/proc`.
+pub(crate) fn watched_alive(pid: u32, start: u64) -> bool {
+    watcher().is_some_and(|watcher| {
+        watcher
+            .state()
+            .exits
+            .get(&(pid, start))
+            .and_then(|exit| exit.notify.upgrade())
+            .is_some_and(|notify| notify.generation.load(Ordering::SeqCst) == 0)
+    })
 }
 
 /// A listener that completes when the process `pid`, started at `start`

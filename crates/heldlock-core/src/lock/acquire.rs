@@ -145,6 +145,16 @@ impl Acquire {
         }
     }
 
+    /// Changes how the waiter learns that the lock became free; the driver
+    /// calls it when it first finds the lock busy and knows whether the
+    /// backend can notify it.
+    pub fn set_waiting(&mut self, waiting: Waiting) {
+        if let Waiting::Backoff { seed } = waiting {
+            self.jitter = splitmix(seed) | 1;
+        }
+        self.waiting = waiting;
+    }
+
     /// The first action.
     #[must_use]
     pub fn start(&mut self) -> Action {

@@ -225,19 +225,15 @@ impl Lock {
         if let Some(probe) = &self.probe {
             record.fields = probe.fields();
         }
-        let waiting = if self.backend.listen().is_some() {
-            Waiting::Notified
-        } else {
-            Waiting::Backoff {
-                seed: self.runtime.jitter_seed(),
-            }
-        };
+        // How to wait is decided when the lock is first found busy: the
+        // uncontended path never subscribes to anything.
         let mut machine = Acquire::new(
             self.timing,
             max_wait.saturating_sub(waited),
             self.now(),
-            waiting,
+            Waiting::Notified,
         );
+        let mut decided = false;
         let mut action = machine.start();
         // Subscribed before each look at a busy lock, so that a release
         // between the look and the sleep still wakes the sleep.
@@ -263,9 +259,22 @@ impl Lock {
                     Event::Created(created)
                 }
                 Action::Inspect => {
-                    wake.clear();
-                    wake.extend(self.backend.listen());
-                    self.inspect_judging_liveness(&mut wake).await?
+                    // The new subscriptions are made while the old ones are
+                    // still alive, so that shared registrations (a holder's
+                    // exit watch) are reused rather than made anew.
+                    let mut fresh: Vec<ChangeListener> = Vec::new();
+                    fresh.extend(self.backend.listen());
+                    if !decided {
+                        decided = true;
+                        if fresh.is_empty() {
+                            machine.set_waiting(Waiting::Backoff {
+                                seed: self.runtime.jitter_seed(),
+                            });
+                        }
+                    }
+                    let event = self.inspect_judging_liveness(&mut fresh).await?;
+                    wake = fresh;
+                    event
                 }
                 Action::Break { observed, reason } => {
                     tracing::debug!(resource = %self.backend.resource(), holder = %observed.holder, ?reason, "breaking a stale lock");

@@ -5,6 +5,8 @@
 //! * `deny`: cargo-deny (licenses, bans, sources), installing it if missing.
 //! * `sim [campaign|replay|serializer] ARGS`: the deterministic simulator
 //!   (`heldlock-sim`, release build); see docs/testing.md.
+//! * `chaos ARGS`: real processes killed and paused under the lock
+//!   (`heldlock-chaos`, release build); see docs/safety.md.
 
 use std::env;
 use std::process::{Command, ExitCode};
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("deny") => deny(),
         Some("sim") => sim(&args[1..]),
+        Some("chaos") => chaos(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
@@ -43,7 +46,9 @@ tasks:
   deny                cargo deny check licenses bans sources
   sim [CMD] ARGS      the simulator (release build): `sim --contenders 3 --seeds 100000`
                       runs a campaign; `sim replay --seed S [--shrink] ...` replays one
-                      seed; `sim serializer --seeds N`; `sim help` lists the options";
+                      seed; `sim serializer --seeds N`; `sim help` lists the options
+  chaos [ARGS]        kill and pause real lock holders: default
+                      `--processes 4 --seconds 30`; `chaos --help` lists the options";
 
 fn ci() -> Result<(), String> {
     let started = Instant::now();
@@ -99,6 +104,24 @@ fn sim(args: &[String]) -> Result<(), String> {
         command,
     ];
     cargo_args.extend(rest.iter().map(String::as_str));
+    cargo(&cargo_args, &[])
+}
+
+fn chaos(args: &[String]) -> Result<(), String> {
+    let mut cargo_args = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "heldlock-tests",
+        "--bin",
+        "heldlock-chaos",
+        "--",
+    ];
+    if args.is_empty() {
+        cargo_args.extend(["--processes", "4", "--seconds", "30"]);
+    }
+    cargo_args.extend(args.iter().map(String::as_str));
     cargo(&cargo_args, &[])
 }
 

@@ -7,6 +7,8 @@
 //!   (`heldlock-sim`, release build); see docs/testing.md.
 //! * `chaos ARGS`: real processes killed and paused under the lock
 //!   (`heldlock-chaos`, release build); see docs/safety.md.
+//! * `fuzz TARGET [--seconds N]`: one cargo-fuzz target (`record`,
+//!   `schedule`), installing cargo-fuzz if missing; see docs/testing.md.
 
 use std::env;
 use std::process::{Command, ExitCode};
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         Some("deny") => deny(),
         Some("sim") => sim(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
@@ -48,7 +51,9 @@ tasks:
                       runs a campaign; `sim replay --seed S [--shrink] ...` replays one
                       seed; `sim serializer --seeds N`; `sim help` lists the options
   chaos [ARGS]        kill and pause real lock holders: default
-                      `--processes 4 --seconds 30`; `chaos --help` lists the options";
+                      `--processes 4 --seconds 30`; `chaos --help` lists the options
+  fuzz TARGET [--seconds N]
+                      run a cargo-fuzz target (record, schedule) for N seconds (default 60)";
 
 fn ci() -> Result<(), String> {
     let started = Instant::now();
@@ -123,6 +128,49 @@ fn chaos(args: &[String]) -> Result<(), String> {
     }
     cargo_args.extend(args.iter().map(String::as_str));
     cargo(&cargo_args, &[])
+}
+
+fn fuzz(args: &[String]) -> Result<(), String> {
+    let (target, rest) = match args.split_first() {
+        Some((target, rest)) if !target.starts_with('-') => (target.as_str(), rest),
+        _ => {
+            return Err(format!(
+                "fuzz needs a target: record or schedule\n\n{USAGE}"
+            ));
+        }
+    };
+    let seconds = match rest {
+        [] => "60".to_owned(),
+        [flag, n] if flag == "--seconds" && n.parse::<u64>().is_ok() => n.clone(),
+        _ => {
+            return Err(format!(
+                "fuzz takes `--seconds N` after the target\n\n{USAGE}"
+            ));
+        }
+    };
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !installed {
+        cargo(&["install", "--locked", "cargo-fuzz"], &[])?;
+    }
+    // `-s none`: libFuzzer's coverage guidance without a sanitizer, which
+    // works on the stable toolchain (sanitizers need a nightly compiler).
+    let max_time = format!("-max_total_time={seconds}");
+    let fuzz_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let status = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&fuzz_dir)
+        .args(["fuzz", "run", "-s", "none", target, "--", &max_time])
+        .status()
+        .map_err(|e| format!("could not start cargo fuzz: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fuzz target `{target}` failed ({status}); see fuzz/artifacts/{target}"
+        ))
+    }
 }
 
 fn deny() -> Result<(), String> {

@@ -143,8 +143,18 @@ impl Watcher {
                     .iter()
                     .map(|(_, fd)| PollFd::new(fd.as_ref(), PollFlags::IN)),
             );
-            if rustix::event::poll(&mut fds, None).is_err() {
-                continue; // EINTR; anything else would repeat, but poll has no other failure here
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(error) => {
+                    // Not expected (EINVAL: more descriptors than the limit;
+                    // ENOMEM). Never spin on it: waiters still have their poll
+                    // interval, and the next round may succeed.
+                    tracing::warn!(%error, "the lock watcher cannot poll; retrying in 100 ms");
+                    drop(fds);
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
             }
             let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
             drop(fds);

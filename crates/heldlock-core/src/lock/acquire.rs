@@ -14,6 +14,7 @@
 //! | `Break` | broken / absent | `TryCreate` |
 //! | `Break` | changed | `Inspect` |
 //! | `Sleep` | woke | `TryCreate` |
+//! | `Sleep` | notified of a change | `TryCreate`; if that finds a lock, it was just created: back off without a look |
 //! | back off | deadline passed | `Done(TimedOut)` |
 //! | back off | time left, waiter notified of changes | `Sleep(min(poll, time left))` |
 //! | back off | time left, no notification | `Sleep(min(backoff, time left))` |
@@ -52,7 +53,8 @@ pub enum Action {
         /// Why it was judged stale.
         reason: StaleReason,
     },
-    /// Sleep this long, then report [`Event::Woke`].
+    /// Sleep this long, then report [`Event::Woke`] (or [`Event::Notified`]
+    /// when a change notification ended the sleep early).
     Sleep(Duration),
     /// Stop: the lock is ours, or the wait is over.
     Done(Outcome),
@@ -86,6 +88,9 @@ pub enum Event {
     Broke(Broke),
     /// The sleep ended.
     Woke,
+    /// The sleep was ended early by a change notification (the lock may have
+    /// been released). The driver has already subscribed again.
+    Notified,
 }
 
 /// The acquire machine; see the [module docs](self) for its table.
@@ -103,6 +108,9 @@ pub struct Acquire {
     sleeps: u32,
     /// xorshift64* state for the backoff jitter (never zero).
     jitter: u64,
+    /// The last sleep was ended by a change notification, and nothing but
+    /// the create that follows it happened since.
+    after_notification: bool,
 }
 
 /// How a waiter learns that a busy lock became free.
@@ -142,6 +150,7 @@ impl Acquire {
             sleeps: 0,
             // SplitMix64's finaliser spreads any seed, and `| 1` keeps it non-zero.
             jitter: splitmix(seed) | 1,
+            after_notification: false,
         }
     }
 
@@ -169,6 +178,11 @@ impl Acquire {
         debug_assert!(!self.done, "Acquire::next called after Done");
         let action = match event {
             Event::Created(Created::Created) => Action::Done(Outcome::Acquired),
+            // Right after a release notification, a lock that exists was just
+            // created by the waiter that won the race: fresh by construction,
+            // so looking at it would only cost system calls. Sleep again; a
+            // notification or the poll brings the next look.
+            Event::Created(Created::Exists) if self.after_notification => self.back_off(now),
             Event::Created(Created::Exists) => self.hurry(Action::Inspect, now),
             Event::Inspected(Inspection::Absent) => self.hurry(Action::TryCreate, now),
             Event::Inspected(Inspection::Present(observed)) => {
@@ -189,7 +203,15 @@ impl Acquire {
                 self.steps_without_sleep = 0;
                 Action::TryCreate
             }
+            Event::Notified => {
+                self.steps_without_sleep = 0;
+                self.after_notification = true;
+                Action::TryCreate
+            }
         };
+        if !matches!(action, Action::TryCreate) {
+            self.after_notification = false;
+        }
         self.done = matches!(action, Action::Done(_));
         action
     }

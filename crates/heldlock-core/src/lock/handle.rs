@@ -236,8 +236,10 @@ impl Lock {
         let mut decided = false;
         let mut action = machine.start();
         // Subscribed before each look at a busy lock, so that a release
-        // between the look and the sleep still wakes the sleep.
-        let mut wake: Vec<ChangeListener> = Vec::new();
+        // between the look and the sleep still wakes the sleep: the
+        // backend's release listener, and the holder's exit watch.
+        let mut released: Option<ChangeListener> = None;
+        let mut exits: Vec<ChangeListener> = Vec::new();
         loop {
             let event = match action {
                 Action::TryCreate => {
@@ -262,18 +264,19 @@ impl Lock {
                     // The new subscriptions are made while the old ones are
                     // still alive, so that shared registrations (a holder's
                     // exit watch) are reused rather than made anew.
-                    let mut fresh: Vec<ChangeListener> = Vec::new();
-                    fresh.extend(self.backend.listen());
+                    let fresh_release = self.backend.listen();
                     if !decided {
                         decided = true;
-                        if fresh.is_empty() {
+                        if fresh_release.is_none() {
                             machine.set_waiting(Waiting::Backoff {
                                 seed: self.runtime.jitter_seed(),
                             });
                         }
                     }
-                    let event = self.inspect_judging_liveness(&mut fresh).await?;
-                    wake = fresh;
+                    let mut fresh_exits = Vec::new();
+                    let event = self.inspect_judging_liveness(&mut fresh_exits).await?;
+                    released = fresh_release;
+                    exits = fresh_exits;
                     event
                 }
                 Action::Break { observed, reason } => {
@@ -282,15 +285,34 @@ impl Lock {
                 }
                 Action::Sleep(duration) => {
                     let mut timer = self.runtime.sleep(duration);
-                    let mut wake = std::mem::take(&mut wake);
-                    poll_fn(|cx| {
-                        if wake.iter_mut().any(|w| w.as_mut().poll(cx).is_ready()) {
-                            return Poll::Ready(());
+                    let woke = poll_fn(|cx| {
+                        if released
+                            .as_mut()
+                            .is_some_and(|r| r.as_mut().poll(cx).is_ready())
+                        {
+                            return Poll::Ready(Woken::Released);
                         }
-                        timer.as_mut().poll(cx)
+                        if exits.iter_mut().any(|w| w.as_mut().poll(cx).is_ready()) {
+                            return Poll::Ready(Woken::HolderExited);
+                        }
+                        timer.as_mut().poll(cx).map(|()| Woken::Timer)
                     })
                     .await;
-                    Event::Woke
+                    match woke {
+                        Woken::Released => {
+                            // Subscribe again before the create that follows,
+                            // so that the next release wakes the next sleep
+                            // even if the machine sleeps again without a look.
+                            released = self.backend.listen();
+                            Event::Notified
+                        }
+                        // A dead holder's lock is still there: it must be looked at.
+                        Woken::HolderExited | Woken::Timer => {
+                            released = None;
+                            exits.clear();
+                            Event::Woke
+                        }
+                    }
                 }
                 Action::Done(Outcome::TimedOut { holder, waited }) => {
                     return Err(Error::Timeout {
@@ -306,6 +328,13 @@ impl Lock {
             action = machine.next(event, self.now());
         }
     }
+}
+
+/// What ended a waiter's sleep.
+enum Woken {
+    Released,
+    HolderExited,
+    Timer,
 }
 
 impl Lock {

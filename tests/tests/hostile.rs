@@ -721,11 +721,12 @@ fn symlinks_swapped_in_at_the_trash_names_mid_step_are_never_followed() {
             fs::rename(&temp, trash).unwrap();
         }
     };
-    // Break (rename 1, unlink 1), then release (rename 2, unlink 2).
+    // Break (rename 1, unlink 1 of the trash, unlink 2 of the break
+    // marker), then release (rename 2, unlink 3).
     vfs.before(Op::Rename, 1, plant.clone());
     vfs.before(Op::Unlink, 1, swap.clone());
     vfs.before(Op::Rename, 2, plant);
-    vfs.before(Op::Unlink, 2, swap);
+    vfs.before(Op::Unlink, 3, swap);
 
     write_reference_lock(&path, 4242, OTHER_OWNER, minute_ago());
     stamp(&path, minute_ago());
@@ -741,7 +742,7 @@ fn symlinks_swapped_in_at_the_trash_names_mid_step_are_never_followed() {
         heldlock::blocking::block_on(held.release()).unwrap(),
         Released::Released
     );
-    assert_eq!(vfs.ops().iter().filter(|op| **op == Op::Unlink).count(), 2);
+    assert_eq!(vfs.ops().iter().filter(|op| **op == Op::Unlink).count(), 3);
     assert!(!path.exists());
     assert!(trash_in(dir.path()).is_empty());
     assert_eq!(watcher.events(), vec![], "the victim was touched");
@@ -956,9 +957,10 @@ fn a_0600_lock_of_another_user_is_foreign_and_breakable_only_by_age_where_the_di
     let before = snap(&path);
     let out = probe_as_nobody(&path, 5000).unwrap();
     let eacces = Errno::ACCESS.raw_os_error();
+    // Breaking starts with the break marker beside the lock: refused first.
     assert_eq!(
         out,
-        format!("error step=break errno={eacces} action=rename the lock file to trash")
+        format!("error step=break errno={eacces} action=create the break marker")
     );
     assert_eq!(snap(&path), before);
 

@@ -69,6 +69,11 @@ pub struct Safeguards {
     /// still the observed lock (identity and stamp) before unlinking it. Off:
     /// it unlinks whatever it moved.
     pub recheck_after_rename: bool,
+    /// `break_if_unchanged` holds an `O_EXCL` break marker named after the
+    /// observed instance from its last look to its unlink, so two breakers
+    /// never act on one stale lock at once. Off: the reference's protocol,
+    /// with its check-then-rename race.
+    pub break_marker: bool,
 }
 
 #[cfg(feature = "safeguard-switches")]
@@ -80,6 +85,7 @@ impl Default for Safeguards {
             restore: Restore::Link,
             inode_ownership: true,
             recheck_after_rename: true,
+            break_marker: true,
         }
     }
 }
@@ -719,7 +725,10 @@ impl<V: Vfs> FsBackend<V> {
             look.identity() == observed.identity && look.meta.mtime == observed.refreshed_at
         };
         #[cfg(feature = "safeguard-switches")]
-        if !(self.safeguards.reverify_before_break && self.safeguards.recheck_after_rename) {
+        if !(self.safeguards.reverify_before_break
+            && self.safeguards.recheck_after_rename
+            && self.safeguards.break_marker)
+        {
             return self.break_unsafely(observed).await;
         }
         match self.look(&self.path, Place::Lock).await {
@@ -728,19 +737,92 @@ impl<V: Vfs> FsBackend<V> {
             Ok(Some(_)) => {}
             Err(e) => return Err(self.io(step, e.action, e.source)),
         }
-        Ok(match self.claim(step, "breaking", None, unchanged).await? {
-            Claim::Absent => Broke::Absent,
-            Claim::Removed => {
-                // Its holder may have died mid-step elsewhere too.
-                self.swept.store(false, Ordering::Relaxed);
-                Broke::Broken
+        // Only one breaker at a time acts on one stale instance: without
+        // this, a breaker that re-verified X could rename away the fresh
+        // lock of another breaker that broke X and took the lock meanwhile.
+        let marker = self.break_marker(observed);
+        match self.vfs.create_new(&marker).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.remove_abandoned_marker(&marker).await;
+                return Ok(Broke::Changed);
             }
-            Claim::Restored | Claim::Displaced => Broke::Changed,
-        })
+            Err(e) => return Err(self.io(step, "create the break marker", e)),
+        }
+        // Under the marker, look once more: another breaker may have broken
+        // X (and a new lock appeared) before we made the marker.
+        let outcome = match self.look(&self.path, Place::Lock).await {
+            Ok(None) => Ok(Broke::Absent),
+            Ok(Some(look)) if !unchanged(&look) => Ok(Broke::Changed),
+            Ok(Some(_)) => self
+                .claim(step, "breaking", None, unchanged)
+                .await
+                .map(|claim| match claim {
+                    Claim::Absent => Broke::Absent,
+                    Claim::Removed => {
+                        // Its holder may have died mid-step elsewhere too.
+                        self.swept.store(false, Ordering::Relaxed);
+                        Broke::Broken
+                    }
+                    Claim::Restored | Claim::Displaced => Broke::Changed,
+                }),
+            Err(e) => Err(self.io(step, e.action, e.source)),
+        };
+        let _ = self.vfs.unlink(&marker).await;
+        outcome
     }
 
-    /// Whether `name` is one of this lock's trash names:
-    /// `<file name>.(breaking|releasing).<32 hex digits>`.
+    /// The name of the break marker of one stale lock instance: the same in
+    /// every process (a stable hash of the observed identity and stamp), so
+    /// that breakers of that instance exclude each other with `O_EXCL`.
+    fn break_marker(&self, observed: &Observed) -> PathBuf {
+        let stamp = observed
+            .refreshed_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let fnv = |seed: u64| {
+            let mut hash = seed;
+            for byte in observed
+                .identity
+                .as_bytes()
+                .iter()
+                .chain(&stamp.to_le_bytes())
+            {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
+            }
+            hash
+        };
+        let mut name = self.file_name.clone();
+        name.push(format!(
+            ".break.{:016x}{:016x}",
+            fnv(0xcbf2_9ce4_8422_2325),
+            fnv(0x6c62_272e_07bb_0142)
+        ));
+        self.dir.join(name)
+    }
+
+    /// A break marker older than the trash age was left by a breaker that
+    /// died mid-break: remove it, so that the stale lock can be broken (at
+    /// the next attempt). Younger markers belong to a breaker at work.
+    async fn remove_abandoned_marker(&self, marker: &Path) {
+        let Some(max_age) = self.trash_max_age else {
+            return;
+        };
+        let Ok(meta) = self.vfs.lstat(marker).await else {
+            return;
+        };
+        let abandoned = meta.kind == FileKind::File
+            && SystemTime::now()
+                .duration_since(meta.mtime)
+                .is_ok_and(|age| age > max_age);
+        if abandoned && self.vfs.unlink(marker).await.is_ok() {
+            tracing::info!(marker = %marker.display(), "removed the break marker of a breaker that died");
+        }
+    }
+
+    /// Whether `name` is one of this lock's trash names (or a break marker):
+    /// `<file name>.(breaking|releasing|break).<32 hex digits>`.
     fn is_our_trash(&self, name: &std::ffi::OsStr) -> bool {
         let (name, ours) = (name.as_bytes(), self.file_name.as_bytes());
         let Some(rest) = name.strip_prefix(ours).and_then(|r| r.strip_prefix(b".")) else {
@@ -748,7 +830,8 @@ impl<V: Vfs> FsBackend<V> {
         };
         let id = rest
             .strip_prefix(b"breaking.")
-            .or_else(|| rest.strip_prefix(b"releasing."));
+            .or_else(|| rest.strip_prefix(b"releasing."))
+            .or_else(|| rest.strip_prefix(b"break."));
         id.is_some_and(|id| id.len() == 32 && id.iter().all(u8::is_ascii_hexdigit))
     }
 

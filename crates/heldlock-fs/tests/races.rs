@@ -424,10 +424,10 @@ fn break_never_replaces_a_third_lock_created_while_the_moved_one_was_in_trash() 
     vfs.before("rename", 1, move || {
         replace(&probe, b"replacement", long_ago())
     });
-    // The first `open_read` is the re-check before the rename; the second
-    // looks at the trash.
+    // The first `open_read` is the re-check, the second the look under the
+    // break marker, the third looks at the trash.
     let probe = path.clone();
-    vfs.before("open_read", 2, move || fs::write(&probe, b"third").unwrap());
+    vfs.before("open_read", 3, move || fs::write(&probe, b"third").unwrap());
     assert_eq!(
         block_on(backend.break_if_unchanged(&observed)).unwrap(),
         Broke::Changed
@@ -446,7 +446,9 @@ fn break_removes_the_observed_lock_even_if_a_new_one_appears_meanwhile() {
     set_mtime(&path, long_ago());
     let observed = observe(&backend);
     let probe = path.clone();
-    vfs.before("open_read", 2, move || fs::write(&probe, b"new").unwrap());
+    // The third `open_read` looks at the trash (after the re-check and the
+    // look under the break marker).
+    vfs.before("open_read", 3, move || fs::write(&probe, b"new").unwrap());
     assert_eq!(
         block_on(backend.break_if_unchanged(&observed)).unwrap(),
         Broke::Broken
@@ -478,7 +480,8 @@ fn a_trash_that_cannot_be_inspected_is_put_back() {
     let (backend, vfs) = hooked(&path);
     fs::write(&path, b"stale foreign lock").unwrap();
     let observed = observe(&backend);
-    vfs.fail("open_read", 2, io::ErrorKind::Other);
+    // The third `open_read` looks at the trash.
+    vfs.fail("open_read", 3, io::ErrorKind::Other);
     let err = block_on(backend.break_if_unchanged(&observed)).unwrap_err();
     assert_eq!(err.step(), Step::Break);
     assert!(err.to_string().contains("trash"), "{err}");

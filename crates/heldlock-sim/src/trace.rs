@@ -49,7 +49,7 @@ impl Trace {
         if name == self.lock_name {
             return name.to_owned();
         }
-        for purpose in ["breaking", "releasing"] {
+        for purpose in ["breaking", "releasing", "break"] {
             let prefix = format!("{}.{purpose}.", self.lock_name);
             if let Some(random) = name.strip_prefix(&prefix) {
                 let next = self.names.len() + 1;

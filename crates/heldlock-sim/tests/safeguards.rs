@@ -76,8 +76,12 @@ fn without_the_reverify_a_breaker_moves_a_lock_it_never_saw() {
 
 #[test]
 fn restoring_by_rename_destroys_the_lock_created_meanwhile() {
+    // A lock moved by mistake needs restoring when breakers are not
+    // excluded from each other: without the break marker, as with a
+    // reference-implementation process breaking beside heldlock.
     let config = off(Safeguards {
         restore: Restore::RenameBack,
+        break_marker: false,
         ..Safeguards::default()
     });
     detects(
@@ -90,8 +94,12 @@ fn restoring_by_rename_destroys_the_lock_created_meanwhile() {
 
 #[test]
 fn not_restoring_at_all_destroys_the_lock_moved_by_mistake() {
+    // A lock moved by mistake needs restoring when breakers are not
+    // excluded from each other: without the break marker, as with a
+    // reference-implementation process breaking beside heldlock.
     let config = off(Safeguards {
         restore: Restore::Unlink,
+        break_marker: false,
         ..Safeguards::default()
     });
     detects(

@@ -93,16 +93,6 @@ impl Kind {
     }
 }
 
-fn bench_dir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().unwrap()
-}
-
 fn epoch_ns() -> u64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     u64::try_from(since.as_nanos()).unwrap()
@@ -415,7 +405,7 @@ fn us(d: Duration) -> String {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let started = Instant::now();
-    let dir = bench_dir();
+    let dir = heldlock_tests::floor::bench_dir().unwrap();
     let dir = dir.path();
     println!("handoff benchmarks in {}", dir.display());
     // (P, K): every kind runs the same workload.

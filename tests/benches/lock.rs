@@ -5,7 +5,8 @@
 //! * `heldlock`: `FileLock` on a current-thread tokio runtime (the whole
 //!   stack: core machine, record, heartbeat task spawned and stopped);
 //! * `protocol_floor`: the same protocol's bare syscall sequence (what
-//!   `FsBackend` issues for one create and one release), no logic;
+//!   `FsBackend` issues for one create and one release, see
+//!   `heldlock_tests::floor`), no logic;
 //! * `flock`: `File::lock` + `File::unlock` on an open file (the kernel's lock).
 //!
 //! Contended, with real processes (`heldlock-test-worker increment`): P = 2, 4
@@ -17,64 +18,16 @@
 //! not fairness. The counter is checked to be exactly P x K.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput};
 use heldlock_core::LockOptions;
+use heldlock_tests::floor::{Floor, bench_dir};
 use heldlock_tokio::TokioRuntime;
-use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_heldlock-test-worker");
-
-fn bench_dir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().unwrap()
-}
-
-/// The syscalls of one `FsBackend` create + release, in order, no logic.
-fn protocol_floor(path: &Path, trash: &Path, record: &[u8]) {
-    let mode = Mode::from_raw_mode(0o644);
-    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDWR;
-    // try_create: open O_EXCL, fstat (our inode), write the record, stamp it.
-    let fd = rustix::fs::openat(CWD, path, flags, mode).unwrap();
-    black_box(rustix::fs::fstat(&fd).unwrap());
-    rustix::io::write(&fd, record).unwrap();
-    let now = Timespec {
-        tv_sec: 1_700_000_000,
-        tv_nsec: 0,
-    };
-    rustix::fs::futimens(
-        &fd,
-        &Timestamps {
-            last_access: now,
-            last_modification: now,
-        },
-    )
-    .unwrap();
-    // release: pre-check (lstat the path, read through our descriptor) ...
-    black_box(rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW).unwrap());
-    let mut buf = [0u8; 4096];
-    black_box(rustix::io::pread(&fd, &mut buf, 0).unwrap());
-    // ... rename to trash, look at the trash (lstat, open, fstat, read) ...
-    rustix::fs::renameat(CWD, path, CWD, trash).unwrap();
-    black_box(rustix::fs::statat(CWD, trash, AtFlags::SYMLINK_NOFOLLOW).unwrap());
-    let read = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let moved = rustix::fs::openat(CWD, trash, read, Mode::empty()).unwrap();
-    black_box(rustix::fs::fstat(&moved).unwrap());
-    black_box(rustix::io::pread(&moved, &mut buf, 0).unwrap());
-    drop(moved);
-    // ... and unlink it; the descriptor closes last.
-    rustix::fs::unlinkat(CWD, trash, AtFlags::empty()).unwrap();
-    drop(fd);
-}
 
 fn uncontended(c: &mut Criterion, dir: &Path) {
     let mut group = c.benchmark_group("lock/uncontended");
@@ -98,15 +51,17 @@ fn uncontended(c: &mut Criterion, dir: &Path) {
         })
     });
 
-    let path = dir.join("floor.lock");
-    let trash = dir.join("floor.lock.releasing.0123456789abcdef0123456789abcdef");
     let record = format!(
         "{} 0b1f3c9e-8a57-4f43-9a0e-5b7c4d2e1f00 {}\n",
         std::process::id(),
         humantime::format_rfc3339_millis(SystemTime::now())
     );
+    let mut floor = Floor::new(&dir.join("floor.lock"), record.into_bytes());
     group.bench_function("protocol_floor", |b| {
-        b.iter(|| protocol_floor(&path, &trash, record.as_bytes()))
+        b.iter(|| {
+            assert!(floor.try_acquire().unwrap());
+            floor.release().unwrap();
+        })
     });
 
     let file = std::fs::File::create(dir.join("flock.lock")).unwrap();
@@ -168,7 +123,7 @@ fn contended(dir: &Path) {
 }
 
 fn main() {
-    let dir = bench_dir();
+    let dir = bench_dir().unwrap();
     println!("lock benchmarks in {}", dir.path().display());
     let mut c = Criterion::default().configure_from_args();
     uncontended(&mut c, dir.path());

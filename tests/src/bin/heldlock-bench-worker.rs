@@ -14,10 +14,11 @@
 //!
 //! * `heldlock`: `heldlock_tokio::FileLock` with its defaults except stale
 //!   30 s and `max_wait` 120 s, on a current-thread tokio runtime;
-//! * `floor`: the bare system calls of heldlock's protocol (`open O_EXCL`,
-//!   `fstat`, `write`, `futimens`; release `lstat`, `pread`, `rename`,
-//!   `lstat`, `open`, `fstat`, `pread`, `close`, `unlink`, `close`), no logic;
-//!   a waiter retries the create at once, with a `sched_yield` in between;
+//! * `floor`: the bare system calls of heldlock's protocol
+//!   (`heldlock_tests::floor`: `open O_EXCL`, `fstat`, `write`, `futimens`;
+//!   release `lstat`, `pread`, `rename`, `lstat`, `pread`, `unlink`,
+//!   `close`), no logic; a waiter retries the create at once, with a
+//!   `sched_yield` in between;
 //! * `flock`: `std::fs::File::lock` (blocking `flock`) on a file opened once;
 //! * `reference <poll-ms>`: the TypeScript reference's protocol
 //!   (`withHeldFileLock`) step by step: `mkdir -p`, `open("wx")`, write,
@@ -48,14 +49,12 @@
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heldlock_core::LockOptions;
 use heldlock_tokio::{FileLock, HeldLock};
-use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps};
 
 type Error = Box<dyn std::error::Error>;
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -313,82 +312,34 @@ impl Heldlock {
     }
 }
 
-/// The protocol floor: heldlock's system calls for one create and one
-/// release, with no logic, and a waiter that retries at once.
-struct Floor {
-    path: PathBuf,
-    trash: PathBuf,
-    record: Vec<u8>,
-    held: Option<OwnedFd>,
-}
+/// The protocol floor (`heldlock_tests::floor`), with a waiter that
+/// retries the create at once, yielding the processor in between.
+struct Floor(heldlock_tests::floor::Floor);
 
 impl Floor {
     fn new(path: &Path) -> Self {
         let pid = std::process::id();
-        let mut trash = path.as_os_str().to_owned();
-        trash.push(format!(".releasing.{pid:032x}"));
         // As long as heldlock's record with its host fields.
         let record = format!(
             "{pid} 0b1f3c9e-8a57-4f43-9a0e-5b7c4d2e1f00 2026-01-01T00:00:00.000Z \
              host=bench boot=6f0e2a44-3b1c-4d5e-9f70-8a9b0c1d2e3f pidns=4026531836 start=123456\n"
         );
-        Floor {
-            path: path.to_path_buf(),
-            trash: trash.into(),
-            record: record.into_bytes(),
-            held: None,
-        }
+        Floor(heldlock_tests::floor::Floor::new(path, record.into_bytes()))
     }
 
     fn acquire(&mut self) -> Result<()> {
-        let flags =
-            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDWR;
         let started = Instant::now();
-        let fd = loop {
-            match rustix::fs::open(&self.path, flags, Mode::from_raw_mode(0o644)) {
-                Ok(fd) => break fd,
-                Err(rustix::io::Errno::EXIST) if started.elapsed() < MAX_WAIT => {
-                    std::thread::yield_now();
-                }
-                Err(e) => return Err(format!("create {}: {e}", self.path.display()).into()),
+        while !self.0.try_acquire().context("create the lock")? {
+            if started.elapsed() >= MAX_WAIT {
+                return Err("gave up waiting for the lock".into());
             }
-        };
-        rustix::fs::fstat(&fd).context("fstat the lock")?;
-        rustix::io::write(&fd, &self.record).context("write the record")?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let now = Timespec {
-            tv_sec: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: now.subsec_nanos().into(),
-        };
-        let stamp = Timestamps {
-            last_access: now,
-            last_modification: now,
-        };
-        rustix::fs::futimens(&fd, &stamp).context("stamp the lock")?;
-        self.held = Some(fd);
+            std::thread::yield_now();
+        }
         Ok(())
     }
 
     fn release(&mut self) -> Result<()> {
-        let fd = self.held.take().ok_or("release without a held lock")?;
-        let mut buf = [0u8; 4096];
-        // Pre-check: lstat the path, read through our descriptor.
-        rustix::fs::statat(CWD, &self.path, AtFlags::SYMLINK_NOFOLLOW).context("lstat the lock")?;
-        rustix::io::pread(&fd, &mut buf, 0).context("read the lock")?;
-        // Rename to trash and look at what moved.
-        rustix::fs::renameat(CWD, &self.path, CWD, &self.trash).context("rename to trash")?;
-        rustix::fs::statat(CWD, &self.trash, AtFlags::SYMLINK_NOFOLLOW)
-            .context("lstat the trash")?;
-        let read = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let moved = rustix::fs::open(&self.trash, read, Mode::empty()).context("open the trash")?;
-        rustix::fs::fstat(&moved).context("fstat the trash")?;
-        rustix::io::pread(&moved, &mut buf, 0).context("read the trash")?;
-        drop(moved);
-        rustix::fs::unlinkat(CWD, &self.trash, AtFlags::empty()).context("unlink the trash")?;
-        drop(fd);
-        Ok(())
+        self.0.release().context("release the lock")
     }
 }
 

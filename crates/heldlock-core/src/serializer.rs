@@ -17,12 +17,19 @@
 //! next hand-off skips, which makes cancellation O(1); tombstones are compacted
 //! away once they outnumber the live waiters. A waiter that is dropped after it
 //! was granted, but before it was polled, passes the key on at once.
+//!
+//! Under contention every call queues (the key is never free between two
+//! tasks), so the queued path is the hot one: the key is hashed once per call,
+//! outside the mutex, and the hash travels with the turn and the guard so that
+//! the release looks the key up without hashing again; and a released guard
+//! leaves its waiter slot for the next queued call to reuse, so a steady
+//! convoy allocates nothing.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::hash::Hash;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -57,7 +64,71 @@ pub struct Serializer<K> {
 }
 
 struct Shared<K> {
-    keys: Mutex<HashMap<K, Queue>>,
+    /// Hashes keys outside the mutex; the map itself only reuses the result.
+    hasher: RandomState,
+    keys: Mutex<Keys<K>>,
+}
+
+/// Everything behind the one mutex.
+struct Keys<K> {
+    queues: HashMap<Hashed<K>, Queue, BuildHasherDefault<PassThrough>>,
+    /// The waiter slot of the last finished turn, ready for the next queued
+    /// call: in a convoy every release is followed by a queued call, so one
+    /// slot is enough to stop the allocations, and it is all an idle
+    /// serializer keeps.
+    spare: Option<Arc<Waiter>>,
+}
+
+/// A key with its hash, computed once per call by [`Shared::hashed`].
+struct Hashed<K> {
+    hash: u64,
+    key: K,
+}
+
+impl<K: Clone> Hashed<K> {
+    /// A copy for the map, which keeps its own while the caller keeps one.
+    fn clone_key(&self) -> Self {
+        Hashed {
+            hash: self.hash,
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<K> Hash for Hashed<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl<K: PartialEq> PartialEq for Hashed<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+
+impl<K: Eq> Eq for Hashed<K> {}
+
+/// The map's hasher: hands back the hash that [`Hashed`] already carries.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Hashed` is ever hashed here, and it writes one `u64`; fold
+        // anything else in anyway rather than lose it.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
 }
 
 /// The waiters behind the current holder of one key.
@@ -93,18 +164,26 @@ impl Waiter {
 }
 
 impl<K> Shared<K> {
-    /// The map, even if a panicking `Hash` or `Eq` of a key poisoned the mutex:
-    /// every mutation below leaves the map consistent before it can panic.
-    fn keys(&self) -> MutexGuard<'_, HashMap<K, Queue>> {
+    /// The map, even if a panicking `Eq` of a key poisoned the mutex: every
+    /// mutation below leaves the map consistent before it can panic.
+    fn keys(&self) -> MutexGuard<'_, Keys<K>> {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl<K: Eq + Hash> Shared<K> {
+    /// Hashes `key` once, before the mutex is taken.
+    fn hashed(&self, key: K) -> Hashed<K> {
+        Hashed {
+            hash: self.hasher.hash_one(&key),
+            key,
+        }
+    }
+
     /// Passes `key` from its holder to the next live waiter, or forgets the key
     /// when nobody waits. Returns the waiter to wake once the mutex is released.
-    fn hand_off(keys: &mut HashMap<K, Queue>, key: &K) -> Option<Arc<Waiter>> {
-        let queue = keys.get_mut(key)?;
+    fn hand_off(keys: &mut Keys<K>, key: &Hashed<K>) -> Option<Arc<Waiter>> {
+        let queue = keys.queues.get_mut(key)?;
         while let Some(next) = queue.waiters.pop_front() {
             if next.state.load(Ordering::Relaxed) == CANCELLED {
                 queue.cancelled -= 1;
@@ -113,12 +192,29 @@ impl<K: Eq + Hash> Shared<K> {
             next.state.store(GRANTED, Ordering::Release);
             return Some(next);
         }
-        keys.remove(key);
+        keys.queues.remove(key);
         None
     }
 
-    fn release(&self, key: &K) {
-        let next = Self::hand_off(&mut self.keys(), key);
+    /// Releases `key` on behalf of a guard, keeping the guard's waiter slot
+    /// for reuse when nobody else still refers to it.
+    fn release(&self, key: &Hashed<K>, slot: Option<Arc<Waiter>>) {
+        let mut keys = self.keys();
+        let next = Self::hand_off(&mut keys, key);
+        let mut stale = None;
+        if let Some(mut slot) = slot
+            && keys.spare.is_none()
+            // Unique once the previous holder, which woke this slot, dropped
+            // its reference; if it has not yet, the slot is simply freed.
+            && let Some(waiter) = Arc::get_mut(&mut slot)
+        {
+            // A waker left in the slot is dropped after the mutex: dropping
+            // it may free a task, whose drop must be free to use this map.
+            stale = Some(std::mem::replace(waiter, Waiter::new()));
+            keys.spare = Some(slot);
+        }
+        drop(keys);
+        drop(stale);
         if let Some(next) = next {
             next.waker.wake();
         }
@@ -137,7 +233,11 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
     pub fn new() -> Self {
         Serializer {
             shared: Arc::new(Shared {
-                keys: Mutex::new(HashMap::new()),
+                hasher: RandomState::new(),
+                keys: Mutex::new(Keys {
+                    queues: HashMap::default(),
+                    spare: None,
+                }),
             }),
         }
     }
@@ -208,23 +308,26 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
     /// # });
     /// ```
     pub fn lock(&self, key: K) -> Turn<K> {
+        let key = self.shared.hashed(key);
         let mut keys = self.shared.keys();
-        let waiter = match keys.entry(key.clone()) {
-            Entry::Vacant(slot) => {
-                slot.insert(Queue::default());
-                None
-            }
-            Entry::Occupied(mut queue) => {
-                let waiter = Arc::new(Waiter::new());
-                queue.get_mut().waiters.push_back(Arc::clone(&waiter));
-                Some(waiter)
-            }
+        let Keys { queues, spare } = &mut *keys;
+        // Look before inserting: a held key (the common case under
+        // contention) then costs no clone of the key.
+        let waiter = if let Some(queue) = queues.get_mut(&key) {
+            let waiter = spare.take().unwrap_or_else(|| Arc::new(Waiter::new()));
+            queue.waiters.push_back(Arc::clone(&waiter));
+            Some(waiter)
+        } else {
+            queues.insert(key.clone_key(), Queue::default());
+            None
         };
         drop(keys);
         Turn {
-            shared: Arc::clone(&self.shared),
-            key: Some(key),
-            waiter,
+            place: Some(Place {
+                shared: Arc::clone(&self.shared),
+                key,
+                waiter,
+            }),
         }
     }
 
@@ -239,18 +342,20 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
     /// drop(guard);
     /// ```
     pub fn try_lock(&self, key: K) -> Option<KeyGuard<K>> {
+        let key = self.shared.hashed(key);
         let mut keys = self.shared.keys();
-        match keys.entry(key.clone()) {
-            Entry::Occupied(_) => None,
-            Entry::Vacant(slot) => {
-                slot.insert(Queue::default());
-                drop(keys);
-                Some(KeyGuard {
-                    shared: Arc::clone(&self.shared),
-                    key: Some(key),
-                })
-            }
+        if keys.queues.contains_key(&key) {
+            return None;
         }
+        keys.queues.insert(key.clone_key(), Queue::default());
+        drop(keys);
+        Some(KeyGuard {
+            place: Some(Place {
+                shared: Arc::clone(&self.shared),
+                key,
+                waiter: None,
+            }),
+        })
     }
 
     /// How many keys are held or waited for right now.
@@ -268,7 +373,7 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
     /// assert_eq!(serializer.pending_keys(), 0);
     /// ```
     pub fn pending_keys(&self) -> usize {
-        self.shared.keys().len()
+        self.shared.keys().queues.len()
     }
 }
 
@@ -289,7 +394,7 @@ impl<K> Clone for Serializer<K> {
 impl<K> fmt::Debug for Serializer<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Serializer")
-            .field("pending_keys", &self.shared.keys().len())
+            .field("pending_keys", &self.shared.keys().queues.len())
             .finish()
     }
 }
@@ -301,11 +406,22 @@ impl<K> fmt::Debug for Serializer<K> {
 /// passes to the next waiter at once.
 #[must_use = "a Turn holds a place in the queue; await it or drop it"]
 pub struct Turn<K: Eq + Hash> {
-    shared: Arc<Shared<K>>,
     /// `None` once the turn has resolved into a guard.
-    key: Option<K>,
+    place: Option<Place<K>>,
+}
+
+/// What a turn owns, and hands on whole to its guard.
+struct Place<K> {
+    shared: Arc<Shared<K>>,
+    key: Hashed<K>,
     /// `None` when the key was free at call time (granted at once).
     waiter: Option<Arc<Waiter>>,
+}
+
+impl<K> Place<K> {
+    fn is_granted(&self) -> bool {
+        self.waiter.as_ref().is_none_or(|w| w.is_granted())
+    }
 }
 
 // A `Turn` never pins its key in place (it only moves it into the guard), so
@@ -316,7 +432,10 @@ impl<K: Eq + Hash> Future for Turn<K> {
     type Output = KeyGuard<K>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<KeyGuard<K>> {
-        if let Some(waiter) = &self.waiter
+        let Some(place) = &self.place else {
+            panic!("`Turn` polled after it completed");
+        };
+        if let Some(waiter) = &place.waiter
             && !waiter.is_granted()
         {
             waiter.waker.register(cx.waker());
@@ -324,32 +443,23 @@ impl<K: Eq + Hash> Future for Turn<K> {
                 return Poll::Pending;
             }
         }
-        let this = &mut *self;
-        match this.key.take() {
-            Some(key) => Poll::Ready(KeyGuard {
-                shared: Arc::clone(&this.shared),
-                key: Some(key),
-            }),
-            None => panic!("`Turn` polled after it completed"),
-        }
+        Poll::Ready(KeyGuard {
+            place: self.place.take(),
+        })
     }
 }
 
 impl<K: Eq + Hash> Drop for Turn<K> {
     fn drop(&mut self) {
-        let Some(key) = self.key.take() else {
-            return; // resolved: the guard owns the key now
+        let Some(place) = self.place.take() else {
+            return; // resolved: the guard owns the place now
         };
-        let mut keys = self.shared.keys();
-        let mine = match &self.waiter {
-            None => true,
-            // The grant is only ever given under the mutex, so this is definitive.
-            Some(waiter) => waiter.state.load(Ordering::Relaxed) == GRANTED,
-        };
-        let next = if mine {
-            Shared::hand_off(&mut keys, &key)
+        let mut keys = place.shared.keys();
+        // The grant is only ever given under the mutex, so this is definitive.
+        let next = if place.is_granted() {
+            Shared::hand_off(&mut keys, &place.key)
         } else {
-            if let (Some(waiter), Some(queue)) = (&self.waiter, keys.get_mut(&key)) {
+            if let (Some(waiter), Some(queue)) = (&place.waiter, keys.queues.get_mut(&place.key)) {
                 waiter.state.store(CANCELLED, Ordering::Relaxed);
                 queue.cancelled += 1;
                 if queue.cancelled * 2 > queue.waiters.len() {
@@ -362,6 +472,12 @@ impl<K: Eq + Hash> Drop for Turn<K> {
             None
         };
         drop(keys);
+        // The tombstone may outlive this turn in the queue, and be dropped
+        // under the mutex; it must not carry our waker there, since dropping
+        // a waker may free a task whose drop uses this serializer.
+        if let Some(waiter) = &place.waiter {
+            drop(waiter.waker.take());
+        }
         if let Some(next) = next {
             next.waker.wake();
         }
@@ -371,10 +487,10 @@ impl<K: Eq + Hash> Drop for Turn<K> {
 impl<K: Eq + Hash + fmt::Debug> fmt::Debug for Turn<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Turn")
-            .field("key", &self.key)
+            .field("key", &self.place.as_ref().map(|p| &p.key.key))
             .field(
                 "granted",
-                &self.waiter.as_ref().is_none_or(|w| w.is_granted()),
+                &self.place.as_ref().is_none_or(Place::is_granted),
             )
             .finish()
     }
@@ -386,16 +502,15 @@ impl<K: Eq + Hash + fmt::Debug> fmt::Debug for Turn<K> {
 #[must_use = "the key is released as soon as the guard is dropped"]
 #[clippy::has_significant_drop]
 pub struct KeyGuard<K: Eq + Hash> {
-    shared: Arc<Shared<K>>,
     /// Always `Some` until `drop`.
-    key: Option<K>,
+    place: Option<Place<K>>,
 }
 
 impl<K: Eq + Hash> KeyGuard<K> {
     /// The key this guard holds.
     pub fn key(&self) -> &K {
-        match &self.key {
-            Some(key) => key,
+        match &self.place {
+            Some(place) => &place.key.key,
             None => unreachable!("a live KeyGuard always holds its key"),
         }
     }
@@ -403,15 +518,17 @@ impl<K: Eq + Hash> KeyGuard<K> {
 
 impl<K: Eq + Hash> Drop for KeyGuard<K> {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.shared.release(&key);
+        if let Some(place) = self.place.take() {
+            place.shared.release(&place.key, place.waiter);
         }
     }
 }
 
 impl<K: Eq + Hash + fmt::Debug> fmt::Debug for KeyGuard<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyGuard").field("key", &self.key).finish()
+        f.debug_struct("KeyGuard")
+            .field("key", &self.place.as_ref().map(|p| &p.key.key))
+            .finish()
     }
 }
 

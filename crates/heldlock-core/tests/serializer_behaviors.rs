@@ -270,6 +270,25 @@ on_every_runtime! {
         drop(guard);
         assert_eq!(s.pending_keys(), 0);
     }
+
+    async fn a_reused_waiter_slot_carries_no_old_grant() {
+        // Queued calls reuse the waiter slots of finished turns; a reused
+        // slot must start out waiting, whatever its last turn left in it.
+        let s = Serializer::new();
+        for round in 0..50u32 {
+            let holder = s.lock("k").await;
+            let mut second = pin!(s.lock("k"));
+            let mut third = pin!(s.lock("k"));
+            assert!(poll!(second.as_mut()).is_pending(), "round {round}");
+            assert!(poll!(third.as_mut()).is_pending(), "round {round}");
+            drop(holder);
+            let second = second.await;
+            assert!(poll!(third.as_mut()).is_pending(), "round {round}: third ran early");
+            drop(second);
+            drop(third.await);
+        }
+        assert_eq!(s.pending_keys(), 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -310,4 +329,55 @@ async fn a_spawned_task_that_panics_releases_the_key() {
     assert!(crashed.await.unwrap_err().is_panic());
     assert_eq!(next.await.unwrap(), "next");
     assert_eq!(s.pending_keys(), 0);
+}
+
+/// A waker whose last drop uses the serializer, as an executor's waker does
+/// when it owns the last reference to a task whose future holds a turn.
+struct ReentrantWaker(Serializer<&'static str>);
+
+impl std::task::Wake for ReentrantWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for ReentrantWaker {
+    fn drop(&mut self) {
+        // Deadlocks if the serializer drops this waker under its own mutex.
+        let _ = self.0.pending_keys();
+    }
+}
+
+#[test]
+fn a_cancelled_turn_does_not_drop_its_waker_under_the_serializer_lock() {
+    use std::future::Future;
+    use std::sync::mpsc;
+    use std::task::{Context, Waker};
+    use std::time::Duration;
+
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let s = Serializer::new();
+        let holder = s.try_lock("k").expect("nobody holds k");
+        let mut turn = Box::pin(s.lock("k"));
+        let waker = Waker::from(Arc::new(ReentrantWaker(s.clone())));
+        assert!(
+            turn.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        // Two live waiters behind keep the tombstone from being compacted
+        // away at once, so the hand-off is what frees it.
+        let (second, third) = (s.lock("k"), s.lock("k"));
+        drop(waker); // the turn now holds the only reference
+        drop(turn); // cancelled: leaves a tombstone behind the holder
+        drop(holder); // the hand-off skips (and frees) the tombstone
+        drop(second);
+        drop(third);
+        assert_eq!(s.pending_keys(), 0);
+        let _ = done.send(());
+    });
+    // Real time is the thing under test here (a deadlock never returns), so
+    // the margin is generous: the body takes microseconds.
+    finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the serializer dropped a waker under its own lock and deadlocked");
 }

@@ -379,9 +379,7 @@ impl<V: Vfs> FsBackend<V> {
         }
         // Read through our own descriptor: the path could be swapped between
         // the stat above and an open, the descriptor cannot.
-        let content = held
-            .file
-            .read_capped(MAX_READ)
+        let content = read_sized(held.file.as_ref(), &meta)
             .await
             .map_err(|e| self.io(step, "read the lock file", e))?;
         Ok(record::decode(&content).is_some_and(|r| &r.owner == owner))
@@ -480,7 +478,7 @@ impl<V: Vfs> FsBackend<V> {
         if meta.kind != FileKind::File || (meta.dev, meta.ino) != (held.dev, held.ino) {
             return self.look(path, Place::Trash).await;
         }
-        match held.file.read_capped(MAX_READ).await {
+        match read_sized(held.file.as_ref(), &meta).await {
             Ok(content) => Ok(Some(Look {
                 meta,
                 content: Some(content),
@@ -780,24 +778,13 @@ impl<V: Vfs> FsBackend<V> {
             .refreshed_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let fnv = |seed: u64| {
-            let mut hash = seed;
-            for byte in observed
-                .identity
-                .as_bytes()
-                .iter()
-                .chain(&stamp.to_le_bytes())
-            {
-                hash ^= u64::from(*byte);
-                hash = hash.wrapping_mul(0x0000_0100_0000_01B3);
-            }
-            hash
-        };
+        let mut bytes = observed.identity.as_bytes().to_vec();
+        bytes.extend_from_slice(&stamp.to_le_bytes());
         let mut name = self.file_name.clone();
         name.push(format!(
             ".break.{:016x}{:016x}",
-            fnv(0xcbf2_9ce4_8422_2325),
-            fnv(0x6c62_272e_07bb_0142)
+            record::stable_hash(0xcbf2_9ce4_8422_2325, &bytes),
+            record::stable_hash(0x6c62_272e_07bb_0142, &bytes)
         ));
         self.dir.join(name)
     }
@@ -990,11 +977,31 @@ impl<V: Vfs> LockBackend for FsBackend<V> {
     /// cannot watch it (waiters then poll with a backoff).
     fn listen(&self) -> Option<heldlock_core::ChangeListener> {
         if V::NOTIFIES {
-            crate::watch::lock_removed(&self.path)
+            crate::queue::listen(&self.path)
         } else {
             None
         }
     }
+}
+
+/// Reads a file that `meta`, a stat of the same inode, says holds
+/// `meta.len` bytes. When a read of that size brings back a whole record, that
+/// is the content, in one system call instead of a second read that only
+/// finds the end (this runs twice in every release). Anything else (a size
+/// that does not match what is read, which a file system may report wrongly,
+/// or bytes that are no record) is read again to the end, capped at
+/// [`MAX_READ`], as [`VfsFile::read_capped`] always does.
+async fn read_sized<F: VfsFile>(file: &F, meta: &Meta) -> io::Result<Vec<u8>> {
+    if let Some(size) = usize::try_from(meta.len)
+        .ok()
+        .filter(|&size| size > 0 && size <= MAX_READ)
+    {
+        let content = file.read_capped(size).await?;
+        if content.len() == size && record::decode(&content).is_some() {
+            return Ok(content);
+        }
+    }
+    file.read_capped(MAX_READ).await
 }
 
 /// What the look at a path found.

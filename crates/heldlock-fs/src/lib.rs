@@ -69,6 +69,7 @@ mod backend;
 mod error;
 mod file_lock;
 mod host;
+mod queue;
 pub mod record;
 mod vfs;
 mod watch;

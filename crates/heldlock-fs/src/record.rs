@@ -171,6 +171,14 @@ fn decode_field(token: &str) -> Option<(String, String)> {
     is_valid_field(key, value).then(|| (key.to_owned(), value.to_owned()))
 }
 
+/// FNV-1a over `bytes` from `seed`: a hash that every process and every
+/// build computes alike, for names that processes must agree on.
+pub(crate) fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01B3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,9 @@
 //! One watcher thread per process (started on first use) polls:
 //!
 //! * an inotify descriptor watching the directories of locks that someone
-//!   waits for: a removal of a lock's name (`IN_DELETE`, `IN_MOVED_FROM`:
-//!   release and break both rename the lock away) wakes that lock's waiters;
+//!   waits for: a rename of a lock's name (`IN_MOVED_FROM`: release and
+//!   break both rename the lock away) wakes that lock's waiters, unless the
+//!   name is taken again by the time the event is read;
 //! * pidfds of same-host holders (Linux `pidfd_open`): a pidfd becomes
 //!   readable when its process exits, which wakes the waiters of that holder
 //!   the moment it dies.
@@ -31,7 +32,7 @@ use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
 
 /// A counter of events plus the wakers waiting for the next one.
 #[derive(Debug, Default)]
-struct Notify {
+pub(crate) struct Notify {
     generation: AtomicU64,
     wakers: Mutex<Vec<Waker>>,
 }
@@ -41,14 +42,14 @@ impl Notify {
         self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let wakers = std::mem::take(&mut *self.wakers());
         wakers.into_iter().for_each(Waker::wake);
     }
 
     /// A future that completes at the first event after this call.
-    fn listen(self: &Arc<Self>) -> ChangeListener {
+    pub(crate) fn listen(self: &Arc<Self>) -> ChangeListener {
         Box::pin(Listener {
             seen: self.generation.load(Ordering::SeqCst),
             notify: Arc::clone(self),
@@ -186,7 +187,10 @@ impl Watcher {
     }
 
     fn read_inotify(&self, buffer: &mut [std::mem::MaybeUninit<u8>]) {
+        // Waiters to wake whatever the lock path holds now.
         let mut fired: Vec<Arc<Notify>> = Vec::new();
+        // Waiters of a lock that was removed: woken only if it is still gone.
+        let mut removed: Vec<(Arc<Notify>, PathBuf)> = Vec::new();
         let mut reader = inotify::Reader::new(&self.inotify, buffer);
         // Until EAGAIN: the queue is drained.
         while let Ok(event) = reader.next() {
@@ -210,15 +214,24 @@ impl Watcher {
                 state.dirs.remove(&path);
                 continue;
             }
-            if let Some(name) = event.file_name()
-                && let Some(notify) = dir
-                    .names
-                    .get(std::ffi::OsStr::from_bytes(name.to_bytes()))
-                    .and_then(Weak::upgrade)
-            {
-                fired.push(notify);
+            if let Some(name) = event.file_name() {
+                let name = std::ffi::OsStr::from_bytes(name.to_bytes());
+                if let Some(notify) = dir.names.get(name).and_then(Weak::upgrade)
+                    && !removed.iter().any(|(seen, _)| Arc::ptr_eq(seen, &notify))
+                {
+                    removed.push((notify, path.join(name)));
+                }
             }
         }
+        // A waiter woken while the lock path is taken again (most often by
+        // the process that just released it) can only fail to create it and
+        // sleep again: under contention that is every waiter of every other
+        // process at every release. Wake them only if the path is still
+        // free now. Nothing is lost by skipping: the events above were read
+        // before this look, so whatever is there now was created after them,
+        // and its own removal will be a new event.
+        removed.retain(|(_, path)| rustix::fs::lstat(path).is_err());
+        fired.extend(removed.into_iter().map(|(notify, _)| notify));
         fired.iter().for_each(|n| n.notify());
         self.unwatch_idle_dirs();
     }
@@ -285,7 +298,11 @@ pub(crate) fn lock_removed(path: &Path) -> Option<ChangeListener> {
     };
     let mut state = watcher.state();
     if !state.dirs.contains_key(&dir) {
-        let flags = WatchFlags::DELETE | WatchFlags::MOVED_FROM | WatchFlags::ONLYDIR;
+        // Only renames: release and break both rename the lock away, while
+        // every release also unlinks its trash, and a deletion event for
+        // that would wake every waiting process a second time per release.
+        // A lock deleted in place (by hand) is noticed at the next poll.
+        let flags = WatchFlags::MOVED_FROM | WatchFlags::ONLYDIR;
         let watch = inotify::add_watch(&watcher.inotify, &dir, flags).ok()?;
         state.dirs.insert(
             dir.clone(),

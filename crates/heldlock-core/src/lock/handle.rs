@@ -306,9 +306,12 @@ impl Lock {
                             released = self.backend.listen();
                             Event::Notified
                         }
-                        // A dead holder's lock is still there: it must be looked at.
+                        // A dead holder's lock is still there: it must be
+                        // looked at. The release listener stays until the
+                        // look replaces it: it is still pending, and a
+                        // backend may keep state for as long as a waiter
+                        // listens (a place in a queue of waiters).
                         Woken::HolderExited | Woken::Timer => {
-                            released = None;
                             exits.clear();
                             Event::Woke
                         }

@@ -1,0 +1,413 @@
+//! Same-host waiters of one lock take turns watching it.
+//!
+//! A release wakes whoever watches the lock's directory. With every waiting
+//! process watching, every release wakes all of them, and under contention
+//! all but one (usually all: the releasing process tends to take the lock
+//! straight back) only find the lock taken again: CPU per hand-off grows with
+//! the number of waiters. So the waiting processes of one host queue in the
+//! kernel instead, for an exclusive `flock(2)` on a queue file of that lock
+//! (see [`waiters_file`]). The process holding that `flock` (the *leader*)
+//! watches the lock as before; the others sleep in `flock`, which costs
+//! nothing and wakes nobody, until the leader stops waiting because it got
+//! the lock, gave up, or died (the kernel drops a dead process's `flock`).
+//! The kernel then hands the turn to the next process in line.
+//!
+//! The queue is a wake-up hint and decides nothing about the lock: every
+//! waiter keeps its poll interval as the safety net, so a leader that hangs
+//! while waiting (a stopped process) costs the others at most their poll
+//! interval per attempt, never the lock. When the queue file cannot be opened
+//! or `flock`ed, every waiter watches, as without the queue; when two
+//! processes disagree on the queue file (another `TMPDIR`, a private `/tmp`),
+//! each group has its own leader, which costs a wake-up each, nothing more.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use heldlock_core::ChangeListener;
+use rustix::fs::{FlockOperation, Mode, OFlags};
+
+use crate::watch::{self, Notify};
+
+/// This process's place in one lock's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Not queued: nobody here waits, or nobody has asked yet.
+    Idle,
+    /// A thread of this process sleeps in `flock` for the turn.
+    Queued,
+    /// This process holds the turn: its waiter watches the lock.
+    Leader,
+}
+
+#[derive(Debug)]
+struct State {
+    role: Role,
+    /// The open file beside the lock (its `flock` is the turn); kept while
+    /// this process is queued or leads.
+    file: Option<Arc<OwnedFd>>,
+    /// Live listeners of this process's waiters for this lock.
+    interest: usize,
+}
+
+/// One lock's queue, as seen from this process.
+#[derive(Debug)]
+struct Turns {
+    lock: PathBuf,
+    waiters_file: PathBuf,
+    state: Mutex<State>,
+    /// Fired when this process becomes the leader.
+    turn_came: Arc<Notify>,
+}
+
+impl Turns {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The queues this process takes part in, by lock path.
+fn queues() -> MutexGuard<'static, HashMap<PathBuf, Arc<Turns>>> {
+    static QUEUES: OnceLock<Mutex<HashMap<PathBuf, Arc<Turns>>>> = OnceLock::new();
+    QUEUES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The queue file of the lock at `lock`: in the temporary directory (so that
+/// the lock's own directory holds nothing but locks, and so that the queue
+/// stays on this host even when the lock is on a network file system), named
+/// after the lock's directory by device and inode (every path to it agrees)
+/// and a stable hash of the lock's file name. `None` when the directory
+/// cannot be found.
+fn waiters_file(lock: &Path) -> Option<PathBuf> {
+    let name = lock.file_name()?;
+    let dir = match lock.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = rustix::fs::stat(dir).ok()?;
+    Some(std::env::temp_dir().join(format!(
+        "heldlock-{:x}-{:x}-{:016x}.waiters",
+        dir.st_dev,
+        dir.st_ino,
+        crate::record::stable_hash(FNV_SEED, name.as_bytes()),
+    )))
+}
+
+/// The FNV-1a offset basis.
+const FNV_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A listener for a waiter of the lock at `path`: if this process leads the
+/// queue, it completes when the lock is released (see
+/// [`watch::lock_removed`]); otherwise it completes when this process's turn
+/// to watch comes. `None` when the lock cannot be watched at all.
+pub(crate) fn listen(path: &Path) -> Option<ChangeListener> {
+    // Watching must work at all, or the queue only delays the poll.
+    let released = watch::lock_removed(path)?;
+    let Some(interest) = Interest::enter(path) else {
+        return Some(released);
+    };
+    match interest.take_turn() {
+        Taken::Lead => Some(Box::pin(async move {
+            let _interest = interest;
+            released.await;
+        })),
+        Taken::Wait(turn) => {
+            // A follower does not watch: its release listener goes, and with
+            // it this process's watch of the directory, if nobody else here
+            // waits in it.
+            drop(released);
+            Some(Box::pin(async move {
+                let _interest = interest;
+                turn.await;
+            }))
+        }
+        Taken::Unavailable => {
+            drop(interest);
+            Some(released)
+        }
+    }
+}
+
+/// What a waiter gets from the queue.
+enum Taken {
+    Lead,
+    Wait(ChangeListener),
+    Unavailable,
+}
+
+/// Keeps this process in a lock's queue while a waiter listens. The last one
+/// to go gives the turn up.
+struct Interest {
+    turns: Arc<Turns>,
+}
+
+impl Interest {
+    fn enter(path: &Path) -> Option<Self> {
+        let known = queues().get(path).cloned();
+        let turns = match known {
+            Some(turns) => turns,
+            None => {
+                // Found outside the registry's mutex: it stats a directory.
+                let waiters_file = waiters_file(path)?;
+                let fresh = Arc::new(Turns {
+                    lock: path.to_path_buf(),
+                    waiters_file,
+                    state: Mutex::new(State {
+                        role: Role::Idle,
+                        file: None,
+                        interest: 0,
+                    }),
+                    turn_came: Arc::default(),
+                });
+                Arc::clone(queues().entry(path.to_path_buf()).or_insert(fresh))
+            }
+        };
+        turns.state().interest += 1;
+        Some(Interest { turns })
+    }
+
+    fn take_turn(&self) -> Taken {
+        let turns = &self.turns;
+        let mut state = turns.state();
+        match state.role {
+            Role::Leader => return Taken::Lead,
+            Role::Queued => return Taken::Wait(turns.turn_came.listen()),
+            Role::Idle => {}
+        }
+        let file = match &state.file {
+            Some(file) => Arc::clone(file),
+            None => match open_waiters_file(&turns.waiters_file) {
+                Ok(file) => {
+                    let file = Arc::new(file);
+                    state.file = Some(Arc::clone(&file));
+                    file
+                }
+                Err(error) => {
+                    tracing::debug!(%error, path = %turns.waiters_file.display(), "no waiter queue; every waiter watches");
+                    return Taken::Unavailable;
+                }
+            },
+        };
+        match rustix::fs::flock(&*file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                state.role = Role::Leader;
+                Taken::Lead
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                // Listen before the thread can fire, or its news is lost.
+                let turn = turns.turn_came.listen();
+                let waiting = Arc::clone(turns);
+                let spawned = std::thread::Builder::new()
+                    .name("heldlock-queue".into())
+                    .spawn(move || wait_for_turn(&waiting, &file));
+                if spawned.is_err() {
+                    return Taken::Unavailable;
+                }
+                state.role = Role::Queued;
+                Taken::Wait(turn)
+            }
+            Err(error) => {
+                tracing::debug!(%error, path = %turns.waiters_file.display(), "cannot flock the waiter queue; every waiter watches");
+                state.file = None;
+                Taken::Unavailable
+            }
+        }
+    }
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        let mut state = self.turns.state();
+        state.interest -= 1;
+        if state.interest > 0 {
+            return;
+        }
+        match state.role {
+            // The thread passes the turn on when it gets it.
+            Role::Queued => {}
+            Role::Leader | Role::Idle => {
+                give_up_turn(&mut state);
+                drop(state);
+                forget_if_idle(&self.turns);
+            }
+        }
+    }
+}
+
+/// Leaves the queue: the kernel wakes the next process in line.
+fn give_up_turn(state: &mut State) {
+    if state.role == Role::Leader
+        && let Some(file) = &state.file
+    {
+        // Closing the file below would release the `flock` too; unlocking
+        // first says so, and keeps the release independent of other clones.
+        let _ = rustix::fs::flock(&**file, FlockOperation::Unlock);
+    }
+    state.role = Role::Idle;
+    state.file = None;
+}
+
+/// Drops this process's entry for a lock nobody here waits for any more.
+fn forget_if_idle(turns: &Arc<Turns>) {
+    let mut queues = queues();
+    let state = turns.state();
+    if state.interest == 0
+        && state.role == Role::Idle
+        && queues
+            .get(&turns.lock)
+            .is_some_and(|known| Arc::ptr_eq(known, turns))
+    {
+        queues.remove(&turns.lock);
+    }
+}
+
+/// The queue thread: sleeps in `flock` until this process's turn comes.
+fn wait_for_turn(turns: &Arc<Turns>, file: &OwnedFd) {
+    let result = loop {
+        match rustix::fs::flock(file, FlockOperation::LockExclusive) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other,
+        }
+    };
+    let mut state = turns.state();
+    match result {
+        Ok(()) if state.interest > 0 => {
+            state.role = Role::Leader;
+            drop(state);
+            turns.turn_came.notify();
+        }
+        Ok(()) => {
+            // Nobody here waits any more: pass the turn on at once.
+            state.role = Role::Leader;
+            give_up_turn(&mut state);
+            drop(state);
+            forget_if_idle(turns);
+        }
+        Err(error) => {
+            // Not expected (the non-blocking attempt worked on this file).
+            // Wake the waiters: they look, and watch without the queue.
+            tracing::debug!(%error, "the waiter queue's flock failed");
+            state.role = Role::Idle;
+            state.file = None;
+            drop(state);
+            turns.turn_came.notify();
+            forget_if_idle(turns);
+        }
+    }
+}
+
+fn open_waiters_file(path: &Path) -> rustix::io::Result<OwnedFd> {
+    // Read-only is enough for `flock`, and lets waiters of another user
+    // share a queue file they cannot write. Never follows a symbolic link
+    // (the temporary directory is shared).
+    let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mode = Mode::RUSR | Mode::WUSR | Mode::RGRP | Mode::ROTH;
+    rustix::fs::open(path, flags, mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Whether `listener` completes within `limit`, on a thread of its own.
+    fn completes_within(listener: ChangeListener, limit: Duration) -> bool {
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            futures::executor::block_on(listener);
+            let _ = done.send(());
+        });
+        wait.recv_timeout(limit).is_ok()
+    }
+
+    /// Another process's place in the queue: its own open file description.
+    fn other_process(lock: &Path) -> OwnedFd {
+        let file = waiters_file(lock).expect("the lock's directory exists");
+        open_waiters_file(&file).expect("the queue file opens")
+    }
+
+    fn try_take_turn(other: &OwnedFd) -> bool {
+        rustix::fs::flock(other, FlockOperation::NonBlockingLockExclusive).is_ok()
+    }
+
+    // Generous bounds: the events are immediate, the machine may be busy. The
+    // quiet periods are short: a wake-up would come within microseconds.
+    const SOON: Duration = Duration::from_secs(10);
+    const QUIET: Duration = Duration::from_millis(300);
+
+    #[test]
+    fn a_follower_is_not_woken_by_releases_until_its_turn_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("state.lock");
+        std::fs::write(&lock, "held").unwrap();
+        let leader = other_process(&lock);
+        assert!(try_take_turn(&leader));
+        let Some(follower) = listen(&lock) else {
+            eprintln!("inotify unavailable here; skipping");
+            return;
+        };
+        std::fs::rename(&lock, dir.path().join("state.lock.releasing.x")).unwrap();
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            futures::executor::block_on(follower);
+            let _ = done.send(());
+        });
+        assert!(
+            wait.recv_timeout(QUIET).is_err(),
+            "a follower was woken by a release"
+        );
+        rustix::fs::flock(&leader, FlockOperation::Unlock).unwrap();
+        assert!(wait.recv_timeout(SOON).is_ok(), "the turn never came");
+
+        // Now this process leads: its waiter watches the lock itself.
+        let watching = listen(&lock).unwrap();
+        assert!(!try_take_turn(&leader), "the turn is this process's");
+        std::fs::write(&lock, "held again").unwrap();
+        std::fs::rename(&lock, dir.path().join("state.lock.releasing.y")).unwrap();
+        assert!(completes_within(watching, SOON));
+        // Its last waiter gone, the process gives the turn up.
+        assert!(try_take_turn(&leader), "the turn was not given up");
+    }
+
+    #[test]
+    fn a_process_that_stopped_waiting_passes_its_turn_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("state.lock");
+        std::fs::write(&lock, "held").unwrap();
+        let other = other_process(&lock);
+        assert!(try_take_turn(&other));
+        let Some(follower) = listen(&lock) else {
+            eprintln!("inotify unavailable here; skipping");
+            return;
+        };
+        drop(follower); // gave up while queued
+        rustix::fs::flock(&other, FlockOperation::Unlock).unwrap();
+        // This process's queue thread gets the turn, finds nobody waiting
+        // here, and passes it on: the other process gets it back.
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let taken = rustix::fs::flock(&other, FlockOperation::LockExclusive);
+            let _ = done.send(taken);
+        });
+        assert_eq!(wait.recv_timeout(SOON), Ok(Ok(())), "the turn was kept");
+    }
+
+    #[test]
+    fn every_path_to_a_lock_names_the_same_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("state.lock");
+        let through_dot = dir.path().join(".").join("state.lock");
+        assert_eq!(waiters_file(&lock), waiters_file(&through_dot));
+        assert_ne!(
+            waiters_file(&lock),
+            waiters_file(&dir.path().join("other.lock"))
+        );
+        assert_eq!(waiters_file(&dir.path().join("missing/state.lock")), None);
+    }
+}

@@ -382,7 +382,7 @@ impl<V: Vfs> FsBackend<V> {
         let content = read_sized(held.file.as_ref(), &meta)
             .await
             .map_err(|e| self.io(step, "read the lock file", e))?;
-        Ok(record::decode(&content).is_some_and(|r| &r.owner == owner))
+        Ok(record::names_owner(&content, owner))
     }
 
     /// The reference's ownership rule, for [`Safeguards::inode_ownership`]
@@ -915,7 +915,10 @@ impl<V: Vfs> FsBackend<V> {
         };
         let is_ours = |moved: &Look| {
             (moved.meta.dev, moved.meta.ino) == (held.dev, held.ino)
-                && moved.record().is_some_and(|r| &r.owner == owner)
+                && moved
+                    .content
+                    .as_deref()
+                    .is_some_and(|content| record::names_owner(content, owner))
         };
         Ok(
             match self.claim(step, "releasing", Some(&held), is_ours).await? {
@@ -985,19 +988,20 @@ impl<V: Vfs> LockBackend for FsBackend<V> {
 }
 
 /// Reads a file that `meta`, a stat of the same inode, says holds
-/// `meta.len` bytes. When a read of that size brings back a whole record, that
-/// is the content, in one system call instead of a second read that only
-/// finds the end (this runs twice in every release). Anything else (a size
-/// that does not match what is read, which a file system may report wrongly,
-/// or bytes that are no record) is read again to the end, capped at
-/// [`MAX_READ`], as [`VfsFile::read_capped`] always does.
+/// `meta.len` bytes. When a read of that size brings back a whole line (every
+/// record ends with its newline), that is the content, in one system call
+/// instead of a second read that only finds the end (this runs twice in
+/// every release). Anything else (a size that does not match what is read,
+/// which a file system may report wrongly, or bytes that end mid-line) is
+/// read again to the end, capped at [`MAX_READ`], as
+/// [`VfsFile::read_capped`] always does.
 async fn read_sized<F: VfsFile>(file: &F, meta: &Meta) -> io::Result<Vec<u8>> {
     if let Some(size) = usize::try_from(meta.len)
         .ok()
         .filter(|&size| size > 0 && size <= MAX_READ)
     {
         let content = file.read_capped(size).await?;
-        if content.len() == size && record::decode(&content).is_some() {
+        if content.len() == size && content.ends_with(b"\n") {
             return Ok(content);
         }
     }

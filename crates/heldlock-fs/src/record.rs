@@ -89,6 +89,29 @@ pub fn decode(bytes: &[u8]) -> Option<LockRecord> {
     })
 }
 
+/// Whether `bytes` decode as a record whose owner is `owner`: exactly what
+/// `decode(bytes).is_some_and(|r| r.owner == *owner)` says, without building
+/// the record (every release asks this twice).
+pub fn names_owner(bytes: &[u8], owner: &OwnerId) -> bool {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    let mut tokens = text.trim_end().split(' ');
+    let (Some(pid), Some(id), Some(time)) = (tokens.next(), tokens.next(), tokens.next()) else {
+        return false;
+    };
+    id == owner.as_str()
+        && OwnerId::from_record(id).is_some()
+        && decode_pid(pid).is_some()
+        && !time.contains(char::is_whitespace)
+        && humantime::parse_rfc3339(time).is_ok()
+        && tokens.all(|token| {
+            token
+                .split_once('=')
+                .is_some_and(|(key, value)| is_valid_field(key, value))
+        })
+}
+
 /// Whether `key=value` can be written into a record and read back unchanged:
 /// the key is non-empty and contains neither white space nor `=`; the value
 /// contains no white space (it may be empty and may contain `=`).
@@ -365,5 +388,35 @@ mod tests {
             assert!(summary(input).chars().count() <= 80);
         }
         assert!(decoded > 0, "the corpus should contain some valid records");
+    }
+
+    #[test]
+    fn names_owner_agrees_with_decode() {
+        let record = record(&[("host", "h"), ("boot", "b")]);
+        let valid = encode(&record).into_bytes();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut inputs: Vec<Vec<u8>> = (0..5_000).map(|_| junk(&mut seed)).collect();
+        for end in 0..=valid.len() {
+            inputs.push(valid[..end].to_vec());
+        }
+        for at in 0..valid.len() {
+            for byte in [0u8, b' ', b'\n', b'=', b'9', b'x', 0x80, 0xff] {
+                let mut v = valid.clone();
+                v[at] = byte;
+                inputs.push(v);
+            }
+        }
+        let mut owned = 0;
+        for input in &inputs {
+            let by_decode = decode(input).is_some_and(|r| r.owner == record.owner);
+            assert_eq!(
+                names_owner(input, &record.owner),
+                by_decode,
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+            owned += usize::from(by_decode);
+        }
+        assert!(owned > 1, "the corpus should name the owner more than once");
     }
 }

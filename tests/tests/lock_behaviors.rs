@@ -280,3 +280,26 @@ on_every_runtime! {
         assert!(!path.exists(), "released while unwinding");
     }
 }
+
+/// A synchronous caller that drives each call with `block_on` on a
+/// current-thread runtime never lets that runtime idle: every call completes
+/// at its first poll. The heartbeat of each acquisition must still end with
+/// its release, not pile up in the runtime until it is dropped.
+#[test]
+fn block_on_per_call_leaves_no_heartbeat_tasks_behind() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_dir, path) = lock_path();
+    let lock = FileLock::<heldlock_tokio::TokioRuntime>::new(&path, options()).unwrap();
+    for _ in 0..100 {
+        let held = runtime.block_on(lock.acquire()).unwrap();
+        assert_eq!(
+            runtime.block_on(held.release()).unwrap(),
+            Released::Released
+        );
+    }
+    let alive = runtime.metrics().num_alive_tasks();
+    assert!(alive <= 1, "{alive} tasks alive after 100 acquisitions");
+}

@@ -317,11 +317,13 @@ impl Lock {
                         }
                     }
                 }
-                Action::Done(Outcome::TimedOut { holder, waited }) => {
+                Action::Done(Outcome::TimedOut { holder, .. }) => {
+                    // The machine counts from its own start; the caller
+                    // waited from the call, time in the local queue included.
                     return Err(Error::Timeout {
                         resource: self.backend.resource(),
                         holder,
-                        waited,
+                        waited: self.runtime.instant().saturating_duration_since(started),
                     });
                 }
                 Action::Done(Outcome::Acquired) => {

@@ -24,7 +24,8 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use heldlock_core::ChangeListener;
 use rustix::fs::{FlockOperation, Mode, OFlags};
@@ -45,11 +46,17 @@ enum Role {
 #[derive(Debug)]
 struct State {
     role: Role,
-    /// The open file beside the lock (its `flock` is the turn); kept while
-    /// this process is queued or leads.
+    /// The open queue file (its `flock` is the turn); kept while this
+    /// process takes part in the queue or its queue thread lives.
     file: Option<Arc<OwnedFd>>,
     /// Live listeners of this process's waiters for this lock.
     interest: usize,
+    /// Whether this entry's queue thread is alive (waiting for work, or in
+    /// `flock`). It outlives one wait, so that a process that waits again
+    /// and again does not start a thread each time.
+    thread: bool,
+    /// How many queue threads this entry started (one per idle period).
+    threads_started: u32,
 }
 
 /// One lock's queue, as seen from this process.
@@ -58,6 +65,8 @@ struct Turns {
     lock: PathBuf,
     waiters_file: PathBuf,
     state: Mutex<State>,
+    /// Tells the queue thread that there is a turn to wait for.
+    work: Condvar,
     /// Fired when this process becomes the leader.
     turn_came: Arc<Notify>,
 }
@@ -161,7 +170,10 @@ impl Interest {
                         role: Role::Idle,
                         file: None,
                         interest: 0,
+                        thread: false,
+                        threads_started: 0,
                     }),
+                    work: Condvar::new(),
                     turn_came: Arc::default(),
                 });
                 Arc::clone(queues().entry(path.to_path_buf()).or_insert(fresh))
@@ -201,12 +213,18 @@ impl Interest {
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 // Listen before the thread can fire, or its news is lost.
                 let turn = turns.turn_came.listen();
-                let waiting = Arc::clone(turns);
-                let spawned = std::thread::Builder::new()
-                    .name("heldlock-queue".into())
-                    .spawn(move || wait_for_turn(&waiting, &file));
-                if spawned.is_err() {
-                    return Taken::Unavailable;
+                if state.thread {
+                    turns.work.notify_one();
+                } else {
+                    let waiting = Arc::clone(turns);
+                    let spawned = std::thread::Builder::new()
+                        .name("heldlock-queue".into())
+                        .spawn(move || queue_thread(&waiting));
+                    if spawned.is_err() {
+                        return Taken::Unavailable;
+                    }
+                    state.thread = true;
+                    state.threads_started += 1;
                 }
                 state.role = Role::Queued;
                 Taken::Wait(turn)
@@ -249,7 +267,9 @@ fn give_up_turn(state: &mut State) {
         let _ = rustix::fs::flock(&**file, FlockOperation::Unlock);
     }
     state.role = Role::Idle;
-    state.file = None;
+    if !state.thread {
+        state.file = None;
+    }
 }
 
 /// Drops this process's entry for a lock nobody here waits for any more.
@@ -258,6 +278,7 @@ fn forget_if_idle(turns: &Arc<Turns>) {
     let state = turns.state();
     if state.interest == 0
         && state.role == Role::Idle
+        && !state.thread
         && queues
             .get(&turns.lock)
             .is_some_and(|known| Arc::ptr_eq(known, turns))
@@ -266,37 +287,74 @@ fn forget_if_idle(turns: &Arc<Turns>) {
     }
 }
 
-/// The queue thread: sleeps in `flock` until this process's turn comes.
-fn wait_for_turn(turns: &Arc<Turns>, file: &OwnedFd) {
-    let result = loop {
-        match rustix::fs::flock(file, FlockOperation::LockExclusive) {
-            Err(rustix::io::Errno::INTR) => continue,
-            other => break other,
-        }
-    };
-    let mut state = turns.state();
-    match result {
-        Ok(()) if state.interest > 0 => {
-            state.role = Role::Leader;
-            drop(state);
-            turns.turn_came.notify();
-        }
-        Ok(()) => {
-            // Nobody here waits any more: pass the turn on at once.
-            state.role = Role::Leader;
-            give_up_turn(&mut state);
-            drop(state);
-            forget_if_idle(turns);
-        }
-        Err(error) => {
-            // Not expected (the non-blocking attempt worked on this file).
-            // Wake the waiters: they look, and watch without the queue.
-            tracing::debug!(%error, "the waiter queue's flock failed");
-            state.role = Role::Idle;
-            state.file = None;
-            drop(state);
-            turns.turn_came.notify();
-            forget_if_idle(turns);
+/// How long a queue thread with nothing to wait for stays, in case this
+/// process waits for the lock again.
+const THREAD_IDLE: Duration = Duration::from_secs(1);
+
+/// The queue thread of one lock: whenever this process queues, it sleeps in
+/// `flock` until this process's turn comes; it ends after [`THREAD_IDLE`]
+/// without work.
+fn queue_thread(turns: &Arc<Turns>) {
+    loop {
+        let file = {
+            let mut state = turns.state();
+            let mut idle_since = Instant::now();
+            loop {
+                if state.role == Role::Queued {
+                    break;
+                }
+                let idle = idle_since.elapsed();
+                if idle >= THREAD_IDLE {
+                    state.thread = false;
+                    if state.role == Role::Idle && state.interest == 0 {
+                        state.file = None;
+                    }
+                    drop(state);
+                    forget_if_idle(turns);
+                    return;
+                }
+                let (next, timeout) = turns
+                    .work
+                    .wait_timeout(state, THREAD_IDLE - idle)
+                    .unwrap_or_else(PoisonError::into_inner);
+                state = next;
+                if !timeout.timed_out() {
+                    idle_since = Instant::now();
+                }
+            }
+            state.file.clone()
+        };
+        let result = match &file {
+            Some(file) => loop {
+                match rustix::fs::flock(&**file, FlockOperation::LockExclusive) {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    other => break other,
+                }
+            },
+            None => Err(rustix::io::Errno::BADF),
+        };
+        let mut state = turns.state();
+        match result {
+            Ok(()) if state.interest > 0 => {
+                state.role = Role::Leader;
+                drop(state);
+                turns.turn_came.notify();
+            }
+            Ok(()) => {
+                // Nobody here waits any more: pass the turn on at once.
+                state.role = Role::Leader;
+                give_up_turn(&mut state);
+            }
+            Err(error) => {
+                // Not expected (the non-blocking attempt worked on this
+                // file). Wake the waiters: they look, and watch without the
+                // queue.
+                tracing::debug!(%error, "the waiter queue's flock failed");
+                state.role = Role::Idle;
+                state.file = None;
+                drop(state);
+                turns.turn_came.notify();
+            }
         }
     }
 }
@@ -396,6 +454,37 @@ mod tests {
             let _ = done.send(taken);
         });
         assert_eq!(wait.recv_timeout(SOON), Ok(Ok(())), "the turn was kept");
+    }
+
+    #[test]
+    fn a_process_that_queues_again_reuses_its_queue_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("state.lock");
+        std::fs::write(&lock, "held").unwrap();
+        let other = other_process(&lock);
+        for round in 0..3 {
+            assert!(try_take_turn(&other), "round {round}");
+            let Some(follower) = listen(&lock) else {
+                eprintln!("inotify unavailable here; skipping");
+                return;
+            };
+            rustix::fs::flock(&other, FlockOperation::Unlock).unwrap();
+            assert!(completes_within(follower, SOON), "round {round}: no turn");
+            // The follower's listener is gone: the turn is given up again.
+        }
+        let turns = queues().get(&lock).cloned().expect("the entry lives on");
+        assert_eq!(turns.state().threads_started, 1, "a thread per wait");
+        drop(turns);
+        // Idle for THREAD_IDLE, the thread ends and the entry is forgotten
+        // (real time is what is tested: the bound is ten times the period).
+        let deadline = std::time::Instant::now() + 10 * THREAD_IDLE;
+        while queues().contains_key(&lock) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle thread stayed"
+            );
+            std::thread::sleep(THREAD_IDLE / 10);
+        }
     }
 
     #[test]

@@ -399,15 +399,24 @@ mod tests {
     const SOON: Duration = Duration::from_secs(10);
     const QUIET: Duration = Duration::from_millis(300);
 
-    #[test]
-    fn a_follower_is_not_woken_by_releases_until_its_turn_comes() {
+    /// A held lock, another process at the head of its queue, and this
+    /// process's waiter queued behind it; `None` without inotify.
+    fn queued_behind_another() -> Option<(tempfile::TempDir, PathBuf, OwnedFd, ChangeListener)> {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("state.lock");
         std::fs::write(&lock, "held").unwrap();
-        let leader = other_process(&lock);
-        assert!(try_take_turn(&leader));
+        let other = other_process(&lock);
+        assert!(try_take_turn(&other));
         let Some(follower) = listen(&lock) else {
             eprintln!("inotify unavailable here; skipping");
+            return None;
+        };
+        Some((dir, lock, other, follower))
+    }
+
+    #[test]
+    fn a_follower_is_not_woken_by_releases_until_its_turn_comes() {
+        let Some((dir, lock, leader, follower)) = queued_behind_another() else {
             return;
         };
         std::fs::rename(&lock, dir.path().join("state.lock.releasing.x")).unwrap();
@@ -435,13 +444,7 @@ mod tests {
 
     #[test]
     fn a_process_that_stopped_waiting_passes_its_turn_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("state.lock");
-        std::fs::write(&lock, "held").unwrap();
-        let other = other_process(&lock);
-        assert!(try_take_turn(&other));
-        let Some(follower) = listen(&lock) else {
-            eprintln!("inotify unavailable here; skipping");
+        let Some((_dir, _lock, other, follower)) = queued_behind_another() else {
             return;
         };
         drop(follower); // gave up while queued

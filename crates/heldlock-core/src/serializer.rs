@@ -199,22 +199,22 @@ impl<K: Eq + Hash> Shared<K> {
     /// Releases `key` on behalf of a guard, keeping the guard's waiter slot
     /// for reuse when nobody else still refers to it.
     fn release(&self, key: &Hashed<K>, slot: Option<Arc<Waiter>>) {
+        // Made ready for reuse before the mutex, which then only stores it.
+        // Unique once the previous holder, which woke this slot, dropped its
+        // reference; if it has not yet, the slot is simply freed. A waker
+        // left in it is dropped here too, outside the mutex: dropping a
+        // waker may free a task, whose drop must be free to use this map.
+        let mut reusable = slot.and_then(|mut slot| {
+            *Arc::get_mut(&mut slot)? = Waiter::new();
+            Some(slot)
+        });
         let mut keys = self.keys();
         let next = Self::hand_off(&mut keys, key);
-        let mut stale = None;
-        if let Some(mut slot) = slot
-            && keys.spare.is_none()
-            // Unique once the previous holder, which woke this slot, dropped
-            // its reference; if it has not yet, the slot is simply freed.
-            && let Some(waiter) = Arc::get_mut(&mut slot)
-        {
-            // A waker left in the slot is dropped after the mutex: dropping
-            // it may free a task, whose drop must be free to use this map.
-            stale = Some(std::mem::replace(waiter, Waiter::new()));
-            keys.spare = Some(slot);
+        if keys.spare.is_none() {
+            keys.spare = reusable.take();
         }
         drop(keys);
-        drop(stale);
+        drop(reusable);
         if let Some(next) = next {
             next.waker.wake();
         }

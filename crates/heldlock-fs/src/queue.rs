@@ -57,12 +57,14 @@ struct State {
     thread: bool,
     /// How many queue threads this entry started (one per idle period).
     threads_started: u32,
+    /// The queue file's `flock` failed where it should not: every waiter of
+    /// this process watches for as long as this entry lives.
+    broken: bool,
 }
 
 /// One lock's queue, as seen from this process.
 #[derive(Debug)]
 struct Turns {
-    lock: PathBuf,
     waiters_file: PathBuf,
     state: Mutex<State>,
     /// Tells the queue thread that there is a turn to wait for.
@@ -77,9 +79,17 @@ impl Turns {
     }
 }
 
-/// The queues this process takes part in, by lock path.
-fn queues() -> MutexGuard<'static, HashMap<PathBuf, Arc<Turns>>> {
-    static QUEUES: OnceLock<Mutex<HashMap<PathBuf, Arc<Turns>>>> = OnceLock::new();
+/// The queues this process takes part in.
+#[derive(Debug, Default)]
+struct Registry {
+    /// By the lock path a waiter gave (found without a system call).
+    by_lock: HashMap<PathBuf, Arc<Turns>>,
+    /// By queue file: every path to one lock leads to one entry.
+    by_file: HashMap<PathBuf, Arc<Turns>>,
+}
+
+fn queues() -> MutexGuard<'static, Registry> {
+    static QUEUES: OnceLock<Mutex<Registry>> = OnceLock::new();
     QUEUES
         .get_or_init(Mutex::default)
         .lock()
@@ -116,28 +126,30 @@ const FNV_SEED: u64 = 0xcbf2_9ce4_8422_2325;
 /// to watch comes. `None` when the lock cannot be watched at all.
 pub(crate) fn listen(path: &Path) -> Option<ChangeListener> {
     // Watching must work at all, or the queue only delays the poll.
-    let released = watch::lock_removed(path)?;
+    if !watch::available() {
+        return None;
+    }
     let Some(interest) = Interest::enter(path) else {
-        return Some(released);
+        return watch::lock_removed(path);
     };
     match interest.take_turn() {
-        Taken::Lead => Some(Box::pin(async move {
-            let _interest = interest;
-            released.await;
-        })),
-        Taken::Wait(turn) => {
-            // A follower does not watch: its release listener goes, and with
-            // it this process's watch of the directory, if nobody else here
-            // waits in it.
-            drop(released);
+        Taken::Lead => {
+            // Should this directory not be watchable, the turn is given up
+            // (with `interest`) and the waiter polls.
+            let released = watch::lock_removed(path)?;
             Some(Box::pin(async move {
                 let _interest = interest;
-                turn.await;
+                released.await;
             }))
         }
+        // A follower does not watch the lock at all.
+        Taken::Wait(turn) => Some(Box::pin(async move {
+            let _interest = interest;
+            turn.await;
+        })),
         Taken::Unavailable => {
             drop(interest);
-            Some(released)
+            watch::lock_removed(path)
         }
     }
 }
@@ -157,28 +169,45 @@ struct Interest {
 
 impl Interest {
     fn enter(path: &Path) -> Option<Self> {
-        let known = queues().get(path).cloned();
-        let turns = match known {
-            Some(turns) => turns,
+        {
+            let queues = queues();
+            if let Some(turns) = queues.by_lock.get(path) {
+                // Counted under the registry's mutex, so that no
+                // `forget_if_idle` can drop the entry in between.
+                turns.state().interest += 1;
+                return Some(Interest {
+                    turns: Arc::clone(turns),
+                });
+            }
+        }
+        // Found outside the registry's mutex: it stats a directory.
+        let waiters_file = waiters_file(path)?;
+        let mut queues = queues();
+        // Another spelling of the same lock shares its queue entry: one
+        // process must never queue behind itself.
+        let turns = match queues.by_file.get(&waiters_file) {
+            Some(turns) => Arc::clone(turns),
             None => {
-                // Found outside the registry's mutex: it stats a directory.
-                let waiters_file = waiters_file(path)?;
                 let fresh = Arc::new(Turns {
-                    lock: path.to_path_buf(),
-                    waiters_file,
+                    waiters_file: waiters_file.clone(),
                     state: Mutex::new(State {
                         role: Role::Idle,
                         file: None,
                         interest: 0,
                         thread: false,
                         threads_started: 0,
+                        broken: false,
                     }),
                     work: Condvar::new(),
                     turn_came: Arc::default(),
                 });
-                Arc::clone(queues().entry(path.to_path_buf()).or_insert(fresh))
+                queues.by_file.insert(waiters_file, Arc::clone(&fresh));
+                fresh
             }
         };
+        queues
+            .by_lock
+            .insert(path.to_path_buf(), Arc::clone(&turns));
         turns.state().interest += 1;
         Some(Interest { turns })
     }
@@ -186,6 +215,9 @@ impl Interest {
     fn take_turn(&self) -> Taken {
         let turns = &self.turns;
         let mut state = turns.state();
+        if state.broken {
+            return Taken::Unavailable;
+        }
         match state.role {
             Role::Leader => return Taken::Lead,
             Role::Queued => return Taken::Wait(turns.turn_came.listen()),
@@ -193,17 +225,24 @@ impl Interest {
         }
         let file = match &state.file {
             Some(file) => Arc::clone(file),
-            None => match open_waiters_file(&turns.waiters_file) {
-                Ok(file) => {
-                    let file = Arc::new(file);
-                    state.file = Some(Arc::clone(&file));
-                    file
+            None => {
+                // Opened without the mutex: a file system can be slow.
+                drop(state);
+                let opened = open_waiters_file(&turns.waiters_file);
+                state = turns.state();
+                if state.role != Role::Idle || state.broken {
+                    // Another waiter of this process got there meanwhile.
+                    drop(state);
+                    return self.take_turn();
                 }
-                Err(error) => {
-                    tracing::debug!(%error, path = %turns.waiters_file.display(), "no waiter queue; every waiter watches");
-                    return Taken::Unavailable;
+                match opened {
+                    Ok(file) => Arc::clone(state.file.get_or_insert_with(|| Arc::new(file))),
+                    Err(error) => {
+                        tracing::debug!(%error, path = %turns.waiters_file.display(), "no waiter queue; every waiter watches");
+                        return Taken::Unavailable;
+                    }
                 }
-            },
+            }
         };
         match rustix::fs::flock(&*file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
@@ -280,10 +319,12 @@ fn forget_if_idle(turns: &Arc<Turns>) {
         && state.role == Role::Idle
         && !state.thread
         && queues
-            .get(&turns.lock)
+            .by_file
+            .get(&turns.waiters_file)
             .is_some_and(|known| Arc::ptr_eq(known, turns))
     {
-        queues.remove(&turns.lock);
+        queues.by_file.remove(&turns.waiters_file);
+        queues.by_lock.retain(|_, known| !Arc::ptr_eq(known, turns));
     }
 }
 
@@ -352,6 +393,7 @@ fn queue_thread(turns: &Arc<Turns>) {
                 tracing::debug!(%error, "the waiter queue's flock failed");
                 state.role = Role::Idle;
                 state.file = None;
+                state.broken = true;
                 drop(state);
                 turns.turn_came.notify();
             }
@@ -361,11 +403,24 @@ fn queue_thread(turns: &Arc<Turns>) {
 
 fn open_waiters_file(path: &Path) -> rustix::io::Result<OwnedFd> {
     // Read-only is enough for `flock`, and lets waiters of another user
-    // share a queue file they cannot write. Never follows a symbolic link
-    // (the temporary directory is shared).
-    let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    // share a queue file they cannot write. The temporary directory is
+    // shared, so whatever another user put at this name is distrusted: a
+    // symbolic link is not followed, and a FIFO or device is neither waited
+    // for (`O_NONBLOCK`) nor made a terminal (`O_NOCTTY`), only refused.
+    let flags = OFlags::RDONLY
+        | OFlags::CREATE
+        | OFlags::CLOEXEC
+        | OFlags::NOFOLLOW
+        | OFlags::NONBLOCK
+        | OFlags::NOCTTY;
     let mode = Mode::RUSR | Mode::WUSR | Mode::RGRP | Mode::ROTH;
-    rustix::fs::open(path, flags, mode)
+    let file = rustix::fs::open(path, flags, mode)?;
+    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&file)?.st_mode)
+        != rustix::fs::FileType::RegularFile
+    {
+        return Err(rustix::io::Errno::INVAL);
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -475,19 +530,68 @@ mod tests {
             assert!(completes_within(follower, SOON), "round {round}: no turn");
             // The follower's listener is gone: the turn is given up again.
         }
-        let turns = queues().get(&lock).cloned().expect("the entry lives on");
+        let turns = queues()
+            .by_lock
+            .get(&lock)
+            .cloned()
+            .expect("the entry lives on");
         assert_eq!(turns.state().threads_started, 1, "a thread per wait");
         drop(turns);
         // Idle for THREAD_IDLE, the thread ends and the entry is forgotten
         // (real time is what is tested: the bound is ten times the period).
         let deadline = std::time::Instant::now() + 10 * THREAD_IDLE;
-        while queues().contains_key(&lock) {
+        while queues().by_lock.contains_key(&lock) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the idle thread stayed"
             );
             std::thread::sleep(THREAD_IDLE / 10);
         }
+    }
+
+    #[test]
+    fn two_spellings_of_one_lock_share_one_place_in_the_queue() {
+        let Some((dir, lock, other, first)) = queued_behind_another() else {
+            return;
+        };
+        let elsewhere = tempfile::tempdir().unwrap();
+        let link = elsewhere.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let spelled_otherwise = link.join("state.lock");
+        let second = listen(&spelled_otherwise).expect("inotify works here");
+        {
+            let queues = queues();
+            let (a, b) = (&queues.by_lock[&lock], &queues.by_lock[&spelled_otherwise]);
+            assert!(Arc::ptr_eq(a, b), "one process queued twice");
+        }
+        rustix::fs::flock(&other, FlockOperation::Unlock).unwrap();
+        assert!(completes_within(first, SOON));
+        assert!(completes_within(second, SOON));
+    }
+
+    #[test]
+    fn a_fifo_at_the_queue_file_name_is_refused_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("state.lock");
+        let file = waiters_file(&lock).unwrap();
+        let _ = std::fs::remove_file(&file);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &file,
+            rustix::fs::FileType::Fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        let (done, opened) = std::sync::mpsc::channel();
+        let probe = file.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(open_waiters_file(&probe).map(|_| ()));
+        });
+        // Opening a FIFO for reading would wait for a writer forever.
+        let result = opened.recv_timeout(SOON);
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(result, Ok(Err(rustix::io::Errno::INVAL)));
     }
 
     #[test]

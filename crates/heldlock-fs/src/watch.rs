@@ -84,10 +84,11 @@ impl Future for Listener {
     }
 }
 
-/// A watched directory: its inotify watch and the lock names waited for.
+/// A watched directory: how to name it, and the lock names waited for.
 #[derive(Debug)]
 struct Dir {
-    watch: i32,
+    /// One of the paths it was watched by (any reaches the same directory).
+    path: PathBuf,
     names: HashMap<OsString, Weak<Notify>>,
 }
 
@@ -100,8 +101,20 @@ struct Exit {
 
 #[derive(Debug, Default)]
 struct State {
-    dirs: HashMap<PathBuf, Dir>,
+    /// By inotify watch descriptor: the kernel gives one directory one
+    /// watch, however many paths lead to it (`d` and `/abs/d`, a symbolic
+    /// link, a bind mount), so its waiters are one set.
+    dirs: HashMap<i32, Dir>,
+    /// The watch of each directory path asked for.
+    paths: HashMap<PathBuf, i32>,
     exits: HashMap<(u32, u64), Exit>,
+}
+
+impl State {
+    fn forget_dir(&mut self, watch: i32) -> Option<Dir> {
+        self.paths.retain(|_, known| *known != watch);
+        self.dirs.remove(&watch)
+    }
 }
 
 #[derive(Debug)]
@@ -204,22 +217,22 @@ impl Watcher {
                 continue;
             }
             let wd = event.wd();
-            let Some((path, dir)) = state.dirs.iter_mut().find(|(_, d)| d.watch == wd) else {
-                continue;
-            };
             if flags.contains(ReadFlags::IGNORED) {
                 // The directory went away: its waiters must look again.
-                fired.extend(dir.names.values().filter_map(Weak::upgrade));
-                let path = path.clone();
-                state.dirs.remove(&path);
+                if let Some(dir) = state.forget_dir(wd) {
+                    fired.extend(dir.names.values().filter_map(Weak::upgrade));
+                }
                 continue;
             }
+            let Some(dir) = state.dirs.get(&wd) else {
+                continue;
+            };
             if let Some(name) = event.file_name() {
                 let name = std::ffi::OsStr::from_bytes(name.to_bytes());
                 if let Some(notify) = dir.names.get(name).and_then(Weak::upgrade)
                     && !removed.iter().any(|(seen, _)| Arc::ptr_eq(seen, &notify))
                 {
-                    removed.push((notify, path.join(name)));
+                    removed.push((notify, dir.path.join(name)));
                 }
             }
         }
@@ -240,20 +253,25 @@ impl Watcher {
     /// process's own uncontended releases stop waking this thread.
     fn unwatch_idle_dirs(&self) {
         let mut state = self.state();
-        let idle: Vec<PathBuf> = state
+        let idle: Vec<i32> = state
             .dirs
             .iter_mut()
-            .filter_map(|(path, dir)| {
+            .filter_map(|(watch, dir)| {
                 dir.names.retain(|_, notify| notify.strong_count() > 0);
-                dir.names.is_empty().then(|| path.clone())
+                dir.names.is_empty().then_some(*watch)
             })
             .collect();
-        for path in idle {
-            if let Some(dir) = state.dirs.remove(&path) {
-                let _ = inotify::remove_watch(&self.inotify, dir.watch);
-            }
+        for watch in idle {
+            state.forget_dir(watch);
+            let _ = inotify::remove_watch(&self.inotify, watch);
         }
     }
+}
+
+/// Whether this process can watch for releases at all (inotify and the
+/// watcher thread are there); a particular directory may still fail.
+pub(crate) fn available() -> bool {
+    watcher().is_some()
 }
 
 /// The process's watcher, started on first use; `None` when inotify or the
@@ -297,22 +315,24 @@ pub(crate) fn lock_removed(path: &Path) -> Option<ChangeListener> {
         _ => PathBuf::from("."),
     };
     let mut state = watcher.state();
-    if !state.dirs.contains_key(&dir) {
-        // Only renames: release and break both rename the lock away, while
-        // every release also unlinks its trash, and a deletion event for
-        // that would wake every waiting process a second time per release.
-        // A lock deleted in place (by hand) is noticed at the next poll.
-        let flags = WatchFlags::MOVED_FROM | WatchFlags::ONLYDIR;
-        let watch = inotify::add_watch(&watcher.inotify, &dir, flags).ok()?;
-        state.dirs.insert(
-            dir.clone(),
-            Dir {
-                watch,
-                names: HashMap::new(),
-            },
-        );
-    }
-    let entry = state.dirs.get_mut(&dir)?;
+    let watch = match state.paths.get(&dir) {
+        Some(watch) => *watch,
+        None => {
+            // Only renames: release and break both rename the lock away,
+            // while every release also unlinks its trash, and a deletion
+            // event for that would wake every waiting process a second time
+            // per release. A lock deleted in place (by hand) is noticed at
+            // the next poll.
+            let flags = WatchFlags::MOVED_FROM | WatchFlags::ONLYDIR;
+            let watch = inotify::add_watch(&watcher.inotify, &dir, flags).ok()?;
+            state.paths.insert(dir.clone(), watch);
+            watch
+        }
+    };
+    let entry = state.dirs.entry(watch).or_insert_with(|| Dir {
+        path: dir,
+        names: HashMap::new(),
+    });
     entry.names.retain(|_, notify| notify.strong_count() > 0);
     let notify = match entry.names.get(&name).and_then(Weak::upgrade) {
         Some(notify) => notify,
@@ -410,6 +430,29 @@ mod tests {
             !block_on_with_timeout(other, std::time::Duration::from_millis(200)),
             "another name stays quiet"
         );
+    }
+
+    #[test]
+    fn two_paths_to_one_directory_both_wake_their_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.lock"), dir.path().join("b.lock"));
+        std::fs::write(&a, "x").unwrap();
+        std::fs::write(&b, "x").unwrap();
+        let Some(first) = lock_removed(&a) else {
+            eprintln!("inotify unavailable here; skipping");
+            return;
+        };
+        // The same directory by another path: the kernel gives it the same
+        // watch, and both waiters must still hear of their lock's release.
+        let other_path = tempfile::tempdir().unwrap();
+        let link = other_path.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let second = lock_removed(&link.join("b.lock")).unwrap();
+        std::fs::rename(&a, dir.path().join("a.lock.releasing.x")).unwrap();
+        std::fs::rename(&b, dir.path().join("b.lock.releasing.x")).unwrap();
+        let limit = std::time::Duration::from_secs(10);
+        assert!(block_on_with_timeout(first, limit));
+        assert!(block_on_with_timeout(second, limit));
     }
 
     #[test]

@@ -184,3 +184,95 @@ fn a_holder_the_probe_proves_dead_is_broken_without_waiting_for_stale() {
         "the probe's fields are written"
     );
 }
+
+/// A probe whose verdicts and exit notifications the test gives by hand, per
+/// owner id.
+#[derive(Debug, Default)]
+struct Mortician {
+    dead: Mutex<Vec<String>>,
+    watched: Mutex<Vec<String>>,
+    exits: Arc<Bell>,
+}
+
+impl Mortician {
+    fn dies(&self, owner: &OwnerId) {
+        self.dead.lock().unwrap().push(owner.as_str().to_owned());
+        self.exits.ring();
+    }
+}
+
+impl HostProbe for Mortician {
+    fn fields(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    fn holder_is_dead(&self, record: &LockRecord) -> bool {
+        self.dead
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|o| o == record.owner.as_str())
+    }
+    fn watch_exit(&self, record: &LockRecord) -> Option<ChangeListener> {
+        self.watched
+            .lock()
+            .unwrap()
+            .push(record.owner.as_str().to_owned());
+        let bell = Arc::clone(&self.exits);
+        let seen = bell.rung.load(Ordering::SeqCst);
+        Some(Box::pin(std::future::poll_fn(move |cx| {
+            if bell.rung.load(Ordering::SeqCst) != seen {
+                return Poll::Ready(());
+            }
+            bell.wakers.lock().unwrap().push(cx.waker().clone());
+            if bell.rung.load(Ordering::SeqCst) != seen {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })))
+    }
+}
+
+#[test]
+fn a_waiter_that_loses_the_race_watches_the_winner_die() {
+    let clock = ManualClock::new();
+    let shared = MemoryBackend::new("race");
+    let bell = Arc::new(Bell::default());
+    let lock = || Lock::new(Arc::new(shared.clone()), Arc::new(clock.clone()), options()).unwrap();
+    let (first, second) = (lock(), lock());
+    let probe = Arc::new(Mortician::default());
+    let waiter_backend = Notifying {
+        inner: shared.clone(),
+        bell: Arc::clone(&bell),
+        listens: Arc::new(AtomicUsize::new(0)),
+    };
+    let waiter = Lock::new(Arc::new(waiter_backend), Arc::new(clock.clone()), options())
+        .unwrap()
+        .with_host_probe(probe.clone());
+
+    let held = futures::executor::block_on(first.acquire()).unwrap();
+    let mut acquiring = pin!(waiter.acquire());
+    assert!(poll_once(acquiring.as_mut()).is_pending());
+    // A release wakes the waiter, but another process takes the lock first.
+    futures::executor::block_on(held.release()).unwrap();
+    let winner = futures::executor::block_on(second.acquire()).unwrap();
+    bell.ring();
+    assert!(poll_once(acquiring.as_mut()).is_pending(), "lost the race");
+    assert!(
+        probe
+            .watched
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|o| o == winner.record().owner.as_str()),
+        "the waiter does not watch the process that now holds the lock"
+    );
+    // The winner dies holding the lock: the waiter takes over at once, with
+    // no time passing (its poll is 10 s).
+    probe.dies(&winner.record().owner);
+    std::mem::forget(winner);
+    match poll_once(acquiring.as_mut()) {
+        Poll::Ready(Ok(held)) => drop(held),
+        other => panic!("the winner's death went unnoticed: {other:?}"),
+    }
+}

@@ -14,7 +14,7 @@
 //! | `Break` | broken / absent | `TryCreate` |
 //! | `Break` | changed | `Inspect` |
 //! | `Sleep` | woke | `TryCreate` |
-//! | `Sleep` | notified of a change | `TryCreate`; if that finds a lock, it was just created: back off without a look |
+//! | `Sleep` | notified of a change | `TryCreate` (if that finds a lock, the look that follows learns who won the race, and so whose death to watch) |
 //! | back off | deadline passed | `Done(TimedOut)` |
 //! | back off | time left, waiter notified of changes | `Sleep(min(poll, time left))` |
 //! | back off | time left, no notification | `Sleep(min(backoff, time left))` |
@@ -108,9 +108,6 @@ pub struct Acquire {
     sleeps: u32,
     /// xorshift64* state for the backoff jitter (never zero).
     jitter: u64,
-    /// The last sleep was ended by a change notification, and nothing but
-    /// the create that follows it happened since.
-    after_notification: bool,
 }
 
 /// How a waiter learns that a busy lock became free.
@@ -150,7 +147,6 @@ impl Acquire {
             sleeps: 0,
             // SplitMix64's finaliser spreads any seed, and `| 1` keeps it non-zero.
             jitter: splitmix(seed) | 1,
-            after_notification: false,
         }
     }
 
@@ -178,11 +174,6 @@ impl Acquire {
         debug_assert!(!self.done, "Acquire::next called after Done");
         let action = match event {
             Event::Created(Created::Created) => Action::Done(Outcome::Acquired),
-            // Right after a release notification, a lock that exists was just
-            // created by the waiter that won the race: fresh by construction,
-            // so looking at it would only cost system calls. Sleep again; a
-            // notification or the poll brings the next look.
-            Event::Created(Created::Exists) if self.after_notification => self.back_off(now),
             Event::Created(Created::Exists) => self.hurry(Action::Inspect, now),
             Event::Inspected(Inspection::Absent) => self.hurry(Action::TryCreate, now),
             Event::Inspected(Inspection::Present(observed)) => {
@@ -199,19 +190,11 @@ impl Acquire {
             }
             Event::Broke(Broke::Broken | Broke::Absent) => self.hurry(Action::TryCreate, now),
             Event::Broke(Broke::Changed) => self.hurry(Action::Inspect, now),
-            Event::Woke => {
+            Event::Woke | Event::Notified => {
                 self.steps_without_sleep = 0;
-                Action::TryCreate
-            }
-            Event::Notified => {
-                self.steps_without_sleep = 0;
-                self.after_notification = true;
                 Action::TryCreate
             }
         };
-        if !matches!(action, Action::TryCreate) {
-            self.after_notification = false;
-        }
         self.done = matches!(action, Action::Done(_));
         action
     }

@@ -301,8 +301,8 @@ impl Lock {
                     match woke {
                         Woken::Released => {
                             // Subscribe again before the create that follows,
-                            // so that the next release wakes the next sleep
-                            // even if the machine sleeps again without a look.
+                            // so that a release between that create and the
+                            // next sleep still wakes the sleep.
                             released = self.backend.listen();
                             Event::Notified
                         }

@@ -30,6 +30,16 @@ use heldlock_core::ChangeListener;
 use rustix::event::{PollFd, PollFlags};
 use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
 
+/// How long the watcher lets a release settle before it looks whether the
+/// lock is free (see `read_inotify`). With the timer slack of a normal
+/// thread (50 µs) the sleep lasts about 0.1 ms, which is what a hand-off to
+/// a waiter of a really free lock gains in latency; in exchange, a waiter is
+/// not woken only to lose the race to a releaser that takes its lock
+/// straight back. Measured with the hand-off benchmark's workers driven by
+/// hand, five alternating runs each way: median acquisitions/s +14 % with
+/// two processes, +3 % with four.
+const SETTLE: std::time::Duration = std::time::Duration::from_micros(30);
+
 /// A counter of events plus the wakers waiting for the next one.
 #[derive(Debug, Default)]
 pub(crate) struct Notify {
@@ -237,12 +247,17 @@ impl Watcher {
             }
         }
         // A waiter woken while the lock path is taken again (most often by
-        // the process that just released it) can only fail to create it and
-        // sleep again: under contention that is every waiter of every other
-        // process at every release. Wake them only if the path is still
-        // free now. Nothing is lost by skipping: the events above were read
-        // before this look, so whatever is there now was created after them,
-        // and its own removal will be a new event.
+        // the process that just released it) can only fail to create it,
+        // look at the winner and sleep again. Wake them only if the path is
+        // still free now. Nothing is lost by skipping: the events above were
+        // read before this look, so whatever is there now was created after
+        // them, and its own removal will be a new event.
+        if !removed.is_empty() {
+            // The event comes the moment the lock is renamed away, while its
+            // releaser is still cleaning up: the look tells more once a
+            // releaser that takes its lock straight back has done so.
+            std::thread::sleep(SETTLE);
+        }
         removed.retain(|(_, path)| rustix::fs::lstat(path).is_err());
         fired.extend(removed.into_iter().map(|(notify, _)| notify));
         fired.iter().for_each(|n| n.notify());

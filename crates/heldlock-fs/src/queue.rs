@@ -407,14 +407,26 @@ fn open_waiters_file(path: &Path) -> rustix::io::Result<OwnedFd> {
     // shared, so whatever another user put at this name is distrusted: a
     // symbolic link is not followed, and a FIFO or device is neither waited
     // for (`O_NONBLOCK`) nor made a terminal (`O_NOCTTY`), only refused.
-    let flags = OFlags::RDONLY
-        | OFlags::CREATE
-        | OFlags::CLOEXEC
-        | OFlags::NOFOLLOW
-        | OFlags::NONBLOCK
-        | OFlags::NOCTTY;
+    let flags =
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
     let mode = Mode::RUSR | Mode::WUSR | Mode::RGRP | Mode::ROTH;
-    let file = rustix::fs::open(path, flags, mode)?;
+    // An existing file is opened without `O_CREAT`: with it, Linux's
+    // `fs.protected_regular` refuses another user's file in a sticky
+    // directory such as `/tmp`, and the two users would never share a
+    // queue. Only a missing file is created, exclusively; one that appears
+    // meanwhile is opened on the second round.
+    let mut attempts = 0;
+    let file = loop {
+        attempts += 1;
+        match rustix::fs::open(path, flags, Mode::empty()) {
+            Err(rustix::io::Errno::NOENT) if attempts < 3 => {}
+            other => break other?,
+        }
+        match rustix::fs::open(path, flags | OFlags::CREATE | OFlags::EXCL, mode) {
+            Err(rustix::io::Errno::EXIST) => continue,
+            other => break other?,
+        }
+    };
     if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&file)?.st_mode)
         != rustix::fs::FileType::RegularFile
     {
@@ -454,11 +466,18 @@ mod tests {
     const SOON: Duration = Duration::from_secs(10);
     const QUIET: Duration = Duration::from_millis(300);
 
-    /// A held lock, another process at the head of its queue, and this
-    /// process's waiter queued behind it; `None` without inotify.
-    fn queued_behind_another() -> Option<(tempfile::TempDir, PathBuf, OwnedFd, ChangeListener)> {
+    /// A held lock named `name`, another process at the head of its queue,
+    /// and this process's waiter queued behind it; `None` without inotify.
+    ///
+    /// Each test names its lock differently: a temporary directory may get
+    /// the inode of one a test before just removed, and the queue file is
+    /// named after the directory's inode and the lock's name, while this
+    /// process's queue entries outlive a test by up to [`THREAD_IDLE`].
+    fn queued_behind_another(
+        name: &str,
+    ) -> Option<(tempfile::TempDir, PathBuf, OwnedFd, ChangeListener)> {
         let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("state.lock");
+        let lock = dir.path().join(name);
         std::fs::write(&lock, "held").unwrap();
         let other = other_process(&lock);
         assert!(try_take_turn(&other));
@@ -471,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_follower_is_not_woken_by_releases_until_its_turn_comes() {
-        let Some((dir, lock, leader, follower)) = queued_behind_another() else {
+        let Some((dir, lock, leader, follower)) = queued_behind_another("follower.lock") else {
             return;
         };
         std::fs::rename(&lock, dir.path().join("state.lock.releasing.x")).unwrap();
@@ -499,7 +518,7 @@ mod tests {
 
     #[test]
     fn a_process_that_stopped_waiting_passes_its_turn_on() {
-        let Some((_dir, _lock, other, follower)) = queued_behind_another() else {
+        let Some((_dir, _lock, other, follower)) = queued_behind_another("gave-up.lock") else {
             return;
         };
         drop(follower); // gave up while queued
@@ -517,7 +536,7 @@ mod tests {
     #[test]
     fn a_process_that_queues_again_reuses_its_queue_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("state.lock");
+        let lock = dir.path().join("again.lock");
         std::fs::write(&lock, "held").unwrap();
         let other = other_process(&lock);
         for round in 0..3 {
@@ -551,13 +570,13 @@ mod tests {
 
     #[test]
     fn two_spellings_of_one_lock_share_one_place_in_the_queue() {
-        let Some((dir, lock, other, first)) = queued_behind_another() else {
+        let Some((dir, lock, other, first)) = queued_behind_another("spellings.lock") else {
             return;
         };
         let elsewhere = tempfile::tempdir().unwrap();
         let link = elsewhere.path().join("link");
         std::os::unix::fs::symlink(dir.path(), &link).unwrap();
-        let spelled_otherwise = link.join("state.lock");
+        let spelled_otherwise = link.join("spellings.lock");
         let second = listen(&spelled_otherwise).expect("inotify works here");
         {
             let queues = queues();
@@ -572,7 +591,7 @@ mod tests {
     #[test]
     fn a_fifo_at_the_queue_file_name_is_refused_not_waited_for() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("state.lock");
+        let lock = dir.path().join("fifo.lock");
         let file = waiters_file(&lock).unwrap();
         let _ = std::fs::remove_file(&file);
         rustix::fs::mknodat(
@@ -592,6 +611,27 @@ mod tests {
         let result = opened.recv_timeout(SOON);
         std::fs::remove_file(&file).unwrap();
         assert_eq!(result, Ok(Err(rustix::io::Errno::INVAL)));
+    }
+
+    #[test]
+    fn a_queue_file_is_opened_as_found_and_created_when_missing() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let file = waiters_file(&dir.path().join("found.lock")).unwrap();
+        let _ = std::fs::remove_file(&file);
+        // Missing: created, readable by others, empty.
+        drop(open_waiters_file(&file).unwrap());
+        let created = std::fs::metadata(&file).unwrap();
+        assert_eq!(created.permissions().mode() & 0o004, 0o004);
+        assert_eq!(created.len(), 0);
+        // Found (here made read-only, as another user's would be to us):
+        // opened as it is, the same file.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let opened = open_waiters_file(&file).unwrap();
+        let seen = rustix::fs::fstat(&opened).unwrap();
+        assert_eq!(seen.st_ino, created.ino());
+        drop(opened);
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

@@ -67,25 +67,16 @@ pub fn encode(record: &LockRecord) -> String {
 /// Trailing white space (the final `\n`, a `\r\n`) is tolerated. Decoding
 /// never panics, whatever the input.
 pub fn decode(bytes: &[u8]) -> Option<LockRecord> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    // Fields are separated by exactly one space: a tab or a newline inside
-    // the line ends up inside a token, where every token check refuses it.
-    let mut tokens = text.trim_end().split(' ');
-    let pid = decode_pid(tokens.next()?)?;
-    let owner = OwnerId::from_record(tokens.next()?)?;
-    let time = tokens.next()?;
-    if time.contains(char::is_whitespace) {
-        return None;
-    }
-    let acquired_at = humantime::parse_rfc3339(time).ok()?;
-    let fields = tokens
-        .map(decode_field)
-        .collect::<Option<Vec<(String, String)>>>()?;
+    let parsed = parse(bytes)?;
     Some(LockRecord {
-        pid,
-        owner,
-        acquired_at,
-        fields,
+        pid: parsed.pid,
+        owner: OwnerId::from_record(parsed.owner)?,
+        acquired_at: parsed.acquired_at,
+        fields: parsed
+            .fields
+            .filter_map(split_field)
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
     })
 }
 
@@ -93,22 +84,40 @@ pub fn decode(bytes: &[u8]) -> Option<LockRecord> {
 /// `decode(bytes).is_some_and(|r| r.owner == *owner)` says, without building
 /// the record (every release asks this twice).
 pub fn names_owner(bytes: &[u8], owner: &OwnerId) -> bool {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return false;
-    };
+    // `owner` is a valid owner id, so a token equal to it is one too.
+    parse(bytes).is_some_and(|parsed| parsed.owner == owner.as_str())
+}
+
+/// A record checked by every rule of [`decode`] but the owner id's own,
+/// borrowed from its text.
+struct Parsed<'a> {
+    pid: u32,
+    owner: &'a str,
+    acquired_at: SystemTime,
+    /// The `key=value` tokens, every one valid.
+    fields: std::str::Split<'a, char>,
+}
+
+fn parse(bytes: &[u8]) -> Option<Parsed<'_>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    // Fields are separated by exactly one space: a tab or a newline inside
+    // the line ends up inside a token, where every token check refuses it.
     let mut tokens = text.trim_end().split(' ');
-    let (Some(pid), Some(id), Some(time)) = (tokens.next(), tokens.next(), tokens.next()) else {
-        return false;
-    };
-    id == owner.as_str()
-        && OwnerId::from_record(id).is_some()
-        && decode_pid(pid).is_some()
-        && !time.contains(char::is_whitespace)
-        && humantime::parse_rfc3339(time).is_ok()
-        && tokens.all(|token| {
-            token
-                .split_once('=')
-                .is_some_and(|(key, value)| is_valid_field(key, value))
+    let pid = decode_pid(tokens.next()?)?;
+    let owner = tokens.next()?;
+    let time = tokens.next()?;
+    if time.contains(char::is_whitespace) {
+        return None;
+    }
+    let acquired_at = humantime::parse_rfc3339(time).ok()?;
+    tokens
+        .clone()
+        .all(|token| split_field(token).is_some())
+        .then_some(Parsed {
+            pid,
+            owner,
+            acquired_at,
+            fields: tokens,
         })
 }
 
@@ -189,9 +198,9 @@ fn decode_pid(token: &str) -> Option<u32> {
     token.parse().ok()
 }
 
-fn decode_field(token: &str) -> Option<(String, String)> {
+fn split_field(token: &str) -> Option<(&str, &str)> {
     let (key, value) = token.split_once('=')?;
-    is_valid_field(key, value).then(|| (key.to_owned(), value.to_owned()))
+    is_valid_field(key, value).then_some((key, value))
 }
 
 /// FNV-1a over `bytes` from `seed`: a hash that every process and every

@@ -81,3 +81,19 @@ pub use error::FsError;
 pub use file_lock::FileLock;
 pub use host::LocalHost;
 pub use vfs::{FileKind, Meta, RealFile, RealFs, Vfs, VfsFile};
+
+#[cfg(test)]
+mod test_support {
+    use heldlock_core::ChangeListener;
+
+    /// Whether `listener` completes within `limit`, driven on a thread of
+    /// its own (a listener that never completes leaves that thread behind).
+    pub(crate) fn completes_within(listener: ChangeListener, limit: std::time::Duration) -> bool {
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            futures::executor::block_on(listener);
+            let _ = done.send(());
+        });
+        wait.recv_timeout(limit).is_ok()
+    }
+}

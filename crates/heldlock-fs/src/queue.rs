@@ -440,16 +440,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    /// Whether `listener` completes within `limit`, on a thread of its own.
-    fn completes_within(listener: ChangeListener, limit: Duration) -> bool {
-        let (done, wait) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            futures::executor::block_on(listener);
-            let _ = done.send(());
-        });
-        wait.recv_timeout(limit).is_ok()
-    }
+    use crate::test_support::completes_within;
 
     /// Another process's place in the queue: its own open file description.
     fn other_process(lock: &Path) -> OwnedFd {

@@ -415,15 +415,7 @@ pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn block_on_with_timeout(listener: ChangeListener, limit: std::time::Duration) -> bool {
-        let (done, wait) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            futures::executor::block_on(listener);
-            let _ = done.send(());
-        });
-        wait.recv_timeout(limit).is_ok()
-    }
+    use crate::test_support::completes_within;
 
     #[test]
     fn removing_a_watched_lock_wakes_its_listener() {
@@ -437,12 +429,12 @@ mod tests {
         let other = lock_removed(&dir.path().join("other.lock")).unwrap();
         std::fs::rename(&path, dir.path().join("state.lock.releasing.x")).unwrap();
         // A generous bound: the event is immediate, the machine may be busy.
-        assert!(block_on_with_timeout(
+        assert!(completes_within(
             listener,
             std::time::Duration::from_secs(10)
         ));
         assert!(
-            !block_on_with_timeout(other, std::time::Duration::from_millis(200)),
+            !completes_within(other, std::time::Duration::from_millis(200)),
             "another name stays quiet"
         );
     }
@@ -466,8 +458,8 @@ mod tests {
         std::fs::rename(&a, dir.path().join("a.lock.releasing.x")).unwrap();
         std::fs::rename(&b, dir.path().join("b.lock.releasing.x")).unwrap();
         let limit = std::time::Duration::from_secs(10);
-        assert!(block_on_with_timeout(first, limit));
-        assert!(block_on_with_timeout(second, limit));
+        assert!(completes_within(first, limit));
+        assert!(completes_within(second, limit));
     }
 
     #[test]
@@ -482,7 +474,7 @@ mod tests {
         child.wait().unwrap();
         match listener {
             Some(listener) => {
-                assert!(block_on_with_timeout(
+                assert!(completes_within(
                     listener,
                     std::time::Duration::from_secs(10)
                 ));
@@ -498,7 +490,7 @@ mod tests {
             return;
         };
         if let Some(listener) = process_exit(me, start + 1) {
-            assert!(block_on_with_timeout(
+            assert!(completes_within(
                 listener,
                 std::time::Duration::from_secs(10)
             ));

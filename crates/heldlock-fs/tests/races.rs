@@ -7,11 +7,11 @@ mod support;
 use std::fs;
 use std::future::Future;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use heldlock_core::{Broke, Created, Holder, LockBackend, Refreshed, Released, Step};
+use heldlock_core::{Broke, Created, Holder, LockBackend, Observed, Refreshed, Released, Step};
 use heldlock_fs::{FsBackend, Meta, RealFile, RealFs, Vfs, VfsFile, record};
 use support::*;
 
@@ -200,6 +200,24 @@ fn hooked(path: &Path) -> (FsBackend<Hooked>, Hooked) {
     (FsBackend::with_vfs(path, vfs.clone()).unwrap(), vfs)
 }
 
+/// A foreign lock stamped long ago, a hooked backend on it, and the
+/// observation a breaker would break it with.
+fn stale_foreign_lock() -> (
+    tempfile::TempDir,
+    PathBuf,
+    FsBackend<Hooked>,
+    Hooked,
+    Observed,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let (backend, vfs) = hooked(&path);
+    fs::write(&path, b"stale foreign lock").unwrap();
+    set_mtime(&path, long_ago());
+    let observed = observe(&backend);
+    (dir, path, backend, vfs, observed)
+}
+
 /// `op` fires the hook when the call is made and runs the real call when it
 /// is polled; this checks that the hook really comes first.
 #[test]
@@ -367,12 +385,7 @@ fn refresh_does_not_touch_anything_when_the_first_check_fails() {
 
 #[test]
 fn behavior_34_break_restores_a_replacement_that_slipped_in_before_the_rename() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = lock_path(dir.path());
-    let (backend, vfs) = hooked(&path);
-    fs::write(&path, b"stale foreign lock").unwrap();
-    set_mtime(&path, long_ago());
-    let observed = observe(&backend);
+    let (dir, path, backend, vfs, observed) = stale_foreign_lock();
     let theirs = other_owner_record();
     let (probe, content) = (path.clone(), theirs.clone());
     vfs.before("rename", 1, move || {
@@ -389,12 +402,7 @@ fn behavior_34_break_restores_a_replacement_that_slipped_in_before_the_rename() 
 
 #[test]
 fn break_keeps_the_restored_replacement_identical() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = lock_path(dir.path());
-    let (backend, vfs) = hooked(&path);
-    fs::write(&path, b"stale foreign lock").unwrap();
-    set_mtime(&path, long_ago());
-    let observed = observe(&backend);
+    let (_dir, path, backend, vfs, observed) = stale_foreign_lock();
     let theirs = other_owner_record();
     let stamp = long_ago() + std::time::Duration::from_secs(7);
     let (probe, content) = (path.clone(), theirs.clone());
@@ -412,12 +420,7 @@ fn break_keeps_the_restored_replacement_identical() {
 
 #[test]
 fn break_never_replaces_a_third_lock_created_while_the_moved_one_was_in_trash() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = lock_path(dir.path());
-    let (backend, vfs) = hooked(&path);
-    fs::write(&path, b"stale foreign lock").unwrap();
-    set_mtime(&path, long_ago());
-    let observed = observe(&backend);
+    let (dir, path, backend, vfs, observed) = stale_foreign_lock();
     // A replacement slips in before our rename, and a third lock takes the
     // path while the replacement is in our trash.
     let probe = path.clone();
@@ -439,12 +442,7 @@ fn break_never_replaces_a_third_lock_created_while_the_moved_one_was_in_trash() 
 
 #[test]
 fn break_removes_the_observed_lock_even_if_a_new_one_appears_meanwhile() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = lock_path(dir.path());
-    let (backend, vfs) = hooked(&path);
-    fs::write(&path, b"stale foreign lock").unwrap();
-    set_mtime(&path, long_ago());
-    let observed = observe(&backend);
+    let (dir, path, backend, vfs, observed) = stale_foreign_lock();
     let probe = path.clone();
     // The third `open_read` looks at the trash (after the re-check and the
     // look under the break marker).
@@ -459,11 +457,7 @@ fn break_removes_the_observed_lock_even_if_a_new_one_appears_meanwhile() {
 
 #[test]
 fn break_is_absent_when_another_contender_broke_it_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = lock_path(dir.path());
-    let (backend, vfs) = hooked(&path);
-    fs::write(&path, b"stale foreign lock").unwrap();
-    let observed = observe(&backend);
+    let (dir, path, backend, vfs, observed) = stale_foreign_lock();
     let probe = path.clone();
     vfs.before("rename", 1, move || fs::remove_file(&probe).unwrap());
     assert_eq!(
@@ -475,11 +469,7 @@ fn break_is_absent_when_another_contender_broke_it_first() {
 
 #[test]
 fn a_trash_that_cannot_be_inspected_is_put_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = lock_path(dir.path());
-    let (backend, vfs) = hooked(&path);
-    fs::write(&path, b"stale foreign lock").unwrap();
-    let observed = observe(&backend);
+    let (dir, path, backend, vfs, observed) = stale_foreign_lock();
     // The third `open_read` looks at the trash.
     vfs.fail("open_read", 3, io::ErrorKind::Other);
     let err = block_on(backend.break_if_unchanged(&observed)).unwrap_err();

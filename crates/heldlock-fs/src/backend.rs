@@ -783,7 +783,7 @@ impl<V: Vfs> FsBackend<V> {
         let mut name = self.file_name.clone();
         name.push(format!(
             ".break.{:016x}{:016x}",
-            record::stable_hash(0xcbf2_9ce4_8422_2325, &bytes),
+            record::stable_hash(record::FNV_OFFSET_BASIS, &bytes),
             record::stable_hash(0x6c62_272e_07bb_0142, &bytes)
         ));
         self.dir.join(name)

@@ -113,12 +113,9 @@ fn waiters_file(lock: &Path) -> Option<PathBuf> {
         "heldlock-{:x}-{:x}-{:016x}.waiters",
         dir.st_dev,
         dir.st_ino,
-        crate::record::stable_hash(FNV_SEED, name.as_bytes()),
+        crate::record::stable_hash(crate::record::FNV_OFFSET_BASIS, name.as_bytes()),
     )))
 }
-
-/// The FNV-1a offset basis.
-const FNV_SEED: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// A listener for a waiter of the lock at `path`: if this process leads the
 /// queue, it completes when the lock is released (see

@@ -203,6 +203,9 @@ fn split_field(token: &str) -> Option<(&str, &str)> {
     is_valid_field(key, value).then_some((key, value))
 }
 
+/// FNV-1a's offset basis: the usual seed of [`stable_hash`].
+pub(crate) const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// FNV-1a over `bytes` from `seed`: a hash that every process and every
 /// build computes alike, for names that processes must agree on.
 pub(crate) fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {

@@ -29,6 +29,23 @@ impl Bell {
         self.rung.fetch_add(1, Ordering::SeqCst);
         self.wakers.lock().unwrap().drain(..).for_each(Waker::wake);
     }
+
+    /// A listener that completes at the first ring after this call.
+    fn listener(bell: &Arc<Bell>) -> ChangeListener {
+        let bell = Arc::clone(bell);
+        let seen = bell.rung.load(Ordering::SeqCst);
+        Box::pin(std::future::poll_fn(move |cx| {
+            if bell.rung.load(Ordering::SeqCst) != seen {
+                return Poll::Ready(());
+            }
+            bell.wakers.lock().unwrap().push(cx.waker().clone());
+            if bell.rung.load(Ordering::SeqCst) != seen {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }))
+    }
 }
 
 /// `MemoryBackend` plus change notification driven by a `Bell`.
@@ -67,19 +84,7 @@ impl LockBackend for Notifying {
     }
     fn listen(&self) -> Option<ChangeListener> {
         self.listens.fetch_add(1, Ordering::SeqCst);
-        let bell = Arc::clone(&self.bell);
-        let seen = bell.rung.load(Ordering::SeqCst);
-        Some(Box::pin(std::future::poll_fn(move |cx| {
-            if bell.rung.load(Ordering::SeqCst) != seen {
-                return Poll::Ready(());
-            }
-            bell.wakers.lock().unwrap().push(cx.waker().clone());
-            if bell.rung.load(Ordering::SeqCst) != seen {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })))
+        Some(Bell::listener(&self.bell))
     }
 }
 
@@ -217,19 +222,7 @@ impl HostProbe for Mortician {
             .lock()
             .unwrap()
             .push(record.owner.as_str().to_owned());
-        let bell = Arc::clone(&self.exits);
-        let seen = bell.rung.load(Ordering::SeqCst);
-        Some(Box::pin(std::future::poll_fn(move |cx| {
-            if bell.rung.load(Ordering::SeqCst) != seen {
-                return Poll::Ready(());
-            }
-            bell.wakers.lock().unwrap().push(cx.waker().clone());
-            if bell.rung.load(Ordering::SeqCst) != seen {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })))
+        Some(Bell::listener(&self.exits))
     }
 }
 

@@ -9,7 +9,9 @@
 //! doubt (other host, boot or namespace, missing fields, unreadable `/proc`)
 //! means "not known dead", and the lock falls back to stale judgment.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustix::fs::{Mode, OFlags};
 
 use heldlock_core::{ChangeListener, HostProbe, LockRecord};
 
@@ -18,25 +20,44 @@ use heldlock_core::{ChangeListener, HostProbe, LockRecord};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LocalHost;
 
-/// This process's identity, read once.
+/// The identity of one process, as its records state it.
 #[derive(Debug)]
 struct Identity {
+    pid: u32,
     host: Option<String>,
     boot: Option<String>,
     pidns: Option<String>,
     start: Option<String>,
 }
 
-fn identity() -> &'static Identity {
-    static IDENTITY: OnceLock<Identity> = OnceLock::new();
-    IDENTITY.get_or_init(|| Identity {
+/// This process's identity, read once per process id: a child forked
+/// without `exec` inherits the parent's memory, and must not write the
+/// parent's start time beside its own pid, or every waiter on this host
+/// would take the child for a reused pid, judge it dead, and break its lock
+/// while it runs.
+fn identity() -> Arc<Identity> {
+    static IDENTITY: Mutex<Option<Arc<Identity>>> = Mutex::new(None);
+    let mut known = IDENTITY.lock().unwrap_or_else(PoisonError::into_inner);
+    identity_cached(&mut known, std::process::id())
+}
+
+/// The identity of `pid`, from `known` when it was read for that pid.
+fn identity_cached(known: &mut Option<Arc<Identity>>, pid: u32) -> Arc<Identity> {
+    match known {
+        Some(identity) if identity.pid == pid => Arc::clone(identity),
+        _ => Arc::clone(known.insert(Arc::new(identity_of(pid)))),
+    }
+}
+
+/// Reads the identity of process `pid` (this process, but for tests).
+fn identity_of(pid: u32) -> Identity {
+    Identity {
+        pid,
         host: host_name(),
         boot: boot_id(),
-        pidns: pid_namespace(),
-        start: proc_stat(std::process::id())
-            .ok()
-            .map(|stat| stat.start.to_string()),
-    })
+        pidns: pid_namespace(pid),
+        start: proc_stat(pid).ok().map(|stat| stat.start.to_string()),
+    }
 }
 
 fn host_name() -> Option<String> {
@@ -51,10 +72,10 @@ fn boot_id() -> Option<String> {
     valid_value(id).then(|| id.to_owned())
 }
 
-/// The inode number of our pid namespace (`/proc/self/ns/pid` reads as
-/// `pid:[4026531836]`).
-fn pid_namespace() -> Option<String> {
-    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+/// The inode number of the pid namespace of `pid` (`/proc/<pid>/ns/pid`
+/// reads as `pid:[4026531836]`).
+fn pid_namespace(pid: u32) -> Option<String> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
     let link = link.to_str()?;
     let inode = link.strip_prefix("pid:[")?.strip_suffix(']')?;
     inode.parse::<u64>().ok().map(|n| n.to_string())
@@ -73,8 +94,21 @@ struct ProcStat {
 }
 
 /// Reads the state (field 3) and start time (field 22) of `pid`.
+///
+/// In one `read` into a buffer that holds any stat line: a waiter asks this
+/// about every new holder it looks at, and `read_to_string` would grow its
+/// buffer through five reads (a `/proc` file reports its size as zero).
 fn proc_stat(pid: u32) -> std::io::Result<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let path = format!("/proc/{pid}/stat");
+    let file = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut buffer = [0u8; 2048];
+    let read = rustix::io::read(&file, &mut buffer)?;
+    let text = if read < buffer.len() {
+        String::from_utf8_lossy(&buffer[..read]).into_owned()
+    } else {
+        // Longer than any stat line we know of: read it all.
+        std::fs::read_to_string(&path)?
+    };
     parse_stat(&text).ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
 }
 
@@ -167,6 +201,33 @@ mod tests {
         );
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) R 1 2"), None);
+    }
+
+    #[test]
+    fn the_identity_follows_the_process_id() {
+        let ours = identity();
+        if ours.start.is_none() {
+            eprintln!("no /proc identity on this machine; skipping");
+            return;
+        }
+        assert_eq!(ours.pid, std::process::id());
+        assert!(Arc::ptr_eq(&ours, &identity()), "read once per process");
+        // A forked child finds its parent's identity cached, and must read
+        // its own: its start time, not its parent's.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut known = Some(Arc::clone(&ours));
+        let theirs = identity_cached(&mut known, child.id());
+        let child_start = start_time(child.id()).map(|start| start.to_string());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(theirs.pid, child.id());
+        assert_eq!(theirs.start, child_start);
+        assert!(known.is_some_and(|known| Arc::ptr_eq(&known, &theirs)));
+        assert_eq!(theirs.pidns, ours.pidns);
+        assert_eq!((&theirs.host, &theirs.boot), (&ours.host, &ours.boot));
     }
 
     #[test]

@@ -21,10 +21,13 @@
 //! each group has its own leader, which costs a wake-up each, nothing more.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use heldlock_core::ChangeListener;
@@ -134,20 +137,40 @@ pub(crate) fn listen(path: &Path) -> Option<ChangeListener> {
             // Should this directory not be watchable, the turn is given up
             // (with `interest`) and the waiter polls.
             let released = watch::lock_removed(path)?;
-            Some(Box::pin(async move {
-                let _interest = interest;
-                released.await;
-            }))
+            Some(InLine::keep(interest, released))
         }
         // A follower does not watch the lock at all.
-        Taken::Wait(turn) => Some(Box::pin(async move {
-            let _interest = interest;
-            turn.await;
-        })),
+        Taken::Wait(turn) => Some(InLine::keep(interest, turn)),
         Taken::Unavailable => {
             drop(interest);
             watch::lock_removed(path)
         }
+    }
+}
+
+/// A waiter's listener that keeps this process's place in the queue until
+/// it is dropped, not merely until it completes: a leader woken by a release
+/// keeps the turn while its waiter subscribes again and tries the lock,
+/// instead of passing it to the next process first and queueing behind it.
+struct InLine {
+    _interest: Interest,
+    listener: ChangeListener,
+}
+
+impl InLine {
+    fn keep(interest: Interest, listener: ChangeListener) -> ChangeListener {
+        Box::pin(InLine {
+            _interest: interest,
+            listener,
+        })
+    }
+}
+
+impl Future for InLine {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.listener.as_mut().poll(cx)
     }
 }
 
@@ -502,6 +525,36 @@ mod tests {
         assert!(completes_within(watching, SOON));
         // Its last waiter gone, the process gives the turn up.
         assert!(try_take_turn(&leader), "the turn was not given up");
+    }
+
+    #[test]
+    fn a_woken_leader_keeps_its_turn_until_its_listener_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("woken.lock");
+        std::fs::write(&lock, "held").unwrap();
+        let other = other_process(&lock);
+        let Some(mut watching) = listen(&lock) else {
+            eprintln!("inotify unavailable here; skipping");
+            return;
+        };
+        assert!(!try_take_turn(&other), "this process leads");
+        std::fs::rename(&lock, dir.path().join("woken.lock.releasing.x")).unwrap();
+        // Driven to completion but kept, as a waiter does while it
+        // subscribes again and tries the lock.
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            futures::executor::block_on(&mut watching);
+            let _ = done.send(watching);
+        });
+        let watching = wait
+            .recv_timeout(SOON)
+            .expect("the release woke the leader");
+        assert!(
+            !try_take_turn(&other),
+            "the turn passed on before the waiter stopped listening"
+        );
+        drop(watching);
+        assert!(try_take_turn(&other), "the turn was not given up");
     }
 
     #[test]

@@ -353,10 +353,13 @@ impl Lock {
         if let (Some(probe), Inspection::Present(observed)) = (&self.probe, &inspection)
             && let Holder::Record(record) = &observed.holder
         {
+            // The exit watch first: a holder whose watch is in place is known
+            // alive without asking the operating system a second time.
+            let exit = probe.watch_exit(record);
             if probe.holder_is_dead(record) {
                 return Ok(Event::HolderDead(observed.clone()));
             }
-            wake.extend(probe.watch_exit(record));
+            wake.extend(exit);
         }
         Ok(Event::Inspected(inspection))
     }

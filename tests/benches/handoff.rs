@@ -25,6 +25,12 @@
 //! * Crash recovery: a holder is SIGKILLed while another process waits;
 //!   time from the kill to the waiter holding the lock (median of
 //!   [`CRASH_REPEATS`]), for heldlock (stale 30 s) and flock.
+//! * Hand-over: one process holds the lock while another sleeps on it; the
+//!   holder releases and does not take it again; time from the release call
+//!   to the waiter holding the lock (median of [`HANDOVER_REPEATS`]), for
+//!   heldlock, flock and the reference at 50 ms and 1 ms. This is the cost of
+//!   a waiter sleeping through a release, which the contended runs hide when
+//!   the releasing process takes its lock straight back.
 //! * Uncontended: acquire + release pairs per second in one process (median
 //!   of 3 processes).
 //!
@@ -48,6 +54,9 @@ const WORKER: &str = env!("CARGO_BIN_EXE_heldlock-bench-worker");
 const REPEATS: usize = 5;
 /// Kills per kind in the crash-recovery part.
 const CRASH_REPEATS: usize = 7;
+/// Hand-overs measured per kind (the reference's wait is spread over its
+/// poll: more rounds for a steady median).
+const HANDOVER_REPEATS: usize = 11;
 /// Generous: a worker that takes longer has hung.
 const DEADLINE: Duration = Duration::from_secs(180);
 /// Kernel clock ticks per second (`USER_HZ`) for `/proc` CPU times.
@@ -372,6 +381,29 @@ fn crash_takeover(dir: &Path, kind: Kind, round: usize) -> Duration {
     Duration::from_nanos(held.saturating_sub(killed))
 }
 
+/// Time from a holder's release call to a sleeping waiter holding the lock.
+fn handover(dir: &Path, kind: Kind, round: usize) -> Duration {
+    let lock = dir.join(format!("handover-{}-{round}.lock", kind.file_stem()));
+    let lock = lock.to_str().unwrap();
+    let mut holder = Worker::spawn(kind, &["handover", lock]);
+    assert_eq!(holder.line(), "held");
+    let waiter = Worker::spawn(kind, &["wait", lock]);
+    assert_eq!(waiter.line(), "waiting");
+    // Let the waiter find the lock busy and go to sleep on it. A poll loop
+    // wakes on its own schedule: the rounds release at phases spread evenly
+    // over 50 ms, or a release could land just after (or before) the
+    // reference's poll every time.
+    let phase = 50 * u64::try_from(round).unwrap() / u64::try_from(HANDOVER_REPEATS).unwrap();
+    std::thread::sleep(Duration::from_millis(150 + phase));
+    holder.go();
+    let released: u64 = holder.line().parse().unwrap();
+    let held: u64 = waiter.line().parse().unwrap();
+    holder.finish();
+    waiter.finish();
+    let _ = std::fs::remove_file(lock);
+    Duration::from_nanos(held.saturating_sub(released))
+}
+
 /// Uncontended acquire + release pairs per second (one process).
 fn pairs_per_second(dir: &Path, kind: Kind, pairs: u32) -> f64 {
     let lock = dir.join(format!("pairs-{}.lock", kind.file_stem()));
@@ -409,15 +441,22 @@ fn main() {
     let dir = dir.path();
     println!("handoff benchmarks in {}", dir.display());
     // (P, K): every kind runs the same workload.
-    let (workloads, repeats, crash_repeats, pairs): (&[(usize, u32)], _, _, u32) = if full {
+    let (workloads, repeats, crash_repeats, handover_repeats, pairs): (
+        &[(usize, u32)],
+        _,
+        _,
+        _,
+        u32,
+    ) = if full {
         (
             &[(2, 9000), (4, 4500), (8, 2250)],
             REPEATS,
             CRASH_REPEATS,
+            HANDOVER_REPEATS,
             20_000,
         )
     } else {
-        (&[(2, 50), (4, 25)], 1, 1, 200)
+        (&[(2, 50), (4, 25)], 1, 1, 1, 200)
     };
 
     let mut contended: Vec<Contended> = Vec::new();
@@ -469,6 +508,29 @@ fn main() {
         crash.push((kind, median, times));
     }
 
+    let mut handovers: Vec<(Kind, Duration, Vec<Duration>)> = Vec::new();
+    for kind in [
+        Kind::Heldlock,
+        Kind::Flock,
+        Kind::Reference(50),
+        Kind::Reference(1),
+    ] {
+        let mut times: Vec<Duration> = (0..handover_repeats)
+            .map(|round| handover(dir, kind, round))
+            .collect();
+        times.sort();
+        let median = times[times.len() / 2];
+        println!(
+            "handoff/handover/{}: release -> waiter holds {} median of {} (min {}, max {})",
+            kind.label(),
+            ms(median),
+            times.len(),
+            ms(times[0]),
+            ms(*times.last().unwrap())
+        );
+        handovers.push((kind, median, times));
+    }
+
     let mut uncontended: Vec<(Kind, f64)> = Vec::new();
     for kind in [
         Kind::Heldlock,
@@ -497,6 +559,7 @@ fn main() {
         summary(
             &contended,
             &crash,
+            &handovers,
             &uncontended,
             workloads,
             started.elapsed()
@@ -507,6 +570,7 @@ fn main() {
 fn summary(
     contended: &[Contended],
     crash: &[(Kind, Duration, Vec<Duration>)],
+    handovers: &[(Kind, Duration, Vec<Duration>)],
     uncontended: &[(Kind, f64)],
     workloads: &[(usize, u32)],
     elapsed: Duration,
@@ -555,6 +619,23 @@ fn summary(
     .unwrap();
     writeln!(w, "| --- | --- | --- | --- |").unwrap();
     for (kind, median, times) in crash {
+        writeln!(
+            w,
+            "| {} | {} | {} | {} |",
+            kind.label(),
+            ms(*median),
+            ms(times[0]),
+            ms(*times.last().unwrap())
+        )
+        .unwrap();
+    }
+    writeln!(
+        w,
+        "\n| hand-over (release called -> sleeping waiter holds) | median | min | max |"
+    )
+    .unwrap();
+    writeln!(w, "| --- | --- | --- | --- |").unwrap();
+    for (kind, median, times) in handovers {
         writeln!(
             w,
             "| {} | {} | {} | {} |",
@@ -636,6 +717,17 @@ fn summary(
         )
         .unwrap();
     }
+    let handover_of = |kind: Kind| handovers.iter().find(|(k, ..)| *k == kind).unwrap().1;
+    let faster =
+        handover_of(Kind::Reference(50)).as_secs_f64() / handover_of(Kind::Heldlock).as_secs_f64();
+    writeln!(
+        w,
+        "| hand-over to a sleeping waiter >= 20x faster than reference at 50 ms | {faster:.0}x ({} vs {}) | {} |",
+        ms(handover_of(Kind::Heldlock)),
+        ms(handover_of(Kind::Reference(50))),
+        verdict(faster >= 20.0)
+    )
+    .unwrap();
     let takeover = crash[0].1;
     writeln!(
         w,

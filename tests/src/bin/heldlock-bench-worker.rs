@@ -6,6 +6,7 @@
 //! heldlock-bench-worker <kind> pairs <lock> <times>
 //! heldlock-bench-worker <kind> hold <lock>
 //! heldlock-bench-worker <kind> wait <lock>
+//! heldlock-bench-worker <kind> handover <lock>
 //!
 //! <kind> = heldlock | floor | flock | reference <poll-ms>
 //! ```
@@ -41,7 +42,10 @@
 //!   prints the nanoseconds they took;
 //! * `hold`: acquires, prints `held`, and waits to be killed;
 //! * `wait`: prints `waiting`, acquires, prints the time it held the lock
-//!   (nanoseconds since the epoch), releases.
+//!   (nanoseconds since the epoch), releases;
+//! * `handover`: acquires, prints `held`, waits for a line on stdin, then
+//!   releases and prints the time it called the release (nanoseconds since
+//!   the epoch).
 //!
 //! Every failure (a file-system error, a lock found not ours at release, a
 //! wait that timed out) ends the process with a message and exit code 1.
@@ -69,7 +73,7 @@ const HOLD: Duration = Duration::from_secs(3600);
 const WARM_UP: u32 = 200;
 
 const USAGE: &str = "usage: heldlock-bench-worker <heldlock|floor|flock|reference POLL-MS> \
-                     (contend LOCK COUNTER TIMES LOG | pairs LOCK TIMES | hold LOCK | wait LOCK)";
+                     (contend LOCK COUNTER TIMES LOG | pairs LOCK TIMES | hold LOCK | wait LOCK | handover LOCK)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -125,6 +129,19 @@ fn run(args: &[String]) -> Result<()> {
             say("held")?;
             lock.hold(HOLD);
             lock.release()
+        }
+        ["handover", lock] => {
+            let mut lock = Contender::new(kind, lock.as_ref())?;
+            lock.acquire()?;
+            say("held")?;
+            let mut go = String::new();
+            io::stdin()
+                .lock()
+                .read_line(&mut go)
+                .context("read the release signal")?;
+            let releasing = epoch_ns();
+            lock.release()?;
+            say(releasing)
         }
         ["wait", lock] => {
             let mut lock = Contender::new(kind, lock.as_ref())?;

@@ -129,6 +129,10 @@ impl State {
 
 #[derive(Debug)]
 struct Watcher {
+    /// The process that made the watcher. A child forked without `exec`
+    /// inherits this memory and the descriptors below, but not the thread:
+    /// it must not use them (a watch it removed would be its parent's).
+    pid: u32,
     inotify: OwnedFd,
     /// Written to when the set of pidfds changes, to restart the poll.
     wake_write: OwnedFd,
@@ -290,8 +294,14 @@ pub(crate) fn available() -> bool {
 }
 
 /// The process's watcher, started on first use; `None` when inotify or the
-/// thread are not available.
+/// thread are not available, or in a child forked from the process that
+/// started it (its waiters back off and poll instead).
 fn watcher() -> Option<&'static Watcher> {
+    watcher_of(std::process::id())
+}
+
+/// The watcher, as seen by the process `pid`.
+fn watcher_of(pid: u32) -> Option<&'static Watcher> {
     static WATCHER: OnceLock<Option<Watcher>> = OnceLock::new();
     WATCHER
         .get_or_init(|| {
@@ -300,6 +310,7 @@ fn watcher() -> Option<&'static Watcher> {
             let pipe_flags = rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK;
             let (wake_read, wake_write) = rustix::pipe::pipe_with(pipe_flags).ok()?;
             Some(Watcher {
+                pid,
                 inotify,
                 wake_write,
                 wake_read,
@@ -307,7 +318,7 @@ fn watcher() -> Option<&'static Watcher> {
             })
         })
         .as_ref()
-        .filter(|watcher| start_thread(watcher))
+        .filter(|watcher| watcher.pid == pid && start_thread(watcher))
 }
 
 fn start_thread(watcher: &'static Watcher) -> bool {
@@ -416,6 +427,19 @@ pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
 mod tests {
     use super::*;
     use crate::test_support::completes_within;
+
+    #[test]
+    fn a_forked_child_does_not_use_its_parents_watcher() {
+        let ours = std::process::id();
+        if watcher_of(ours).is_none() {
+            eprintln!("inotify unavailable here; skipping");
+            return;
+        }
+        // What a child forked without `exec` sees: the parent's watcher in
+        // memory, made by another pid, whose thread did not follow it.
+        assert!(watcher_of(ours.wrapping_add(1)).is_none());
+        assert!(watcher_of(ours).is_some(), "still ours");
+    }
 
     #[test]
     fn removing_a_watched_lock_wakes_its_listener() {

@@ -30,15 +30,21 @@ use heldlock_core::ChangeListener;
 use rustix::event::{PollFd, PollFlags};
 use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
 
-/// How long the watcher lets a release settle before it looks whether the
-/// lock is free (see `read_inotify`). With the timer slack of a normal
-/// thread (50 µs) the sleep lasts about 0.1 ms, which is what a hand-off to
-/// a waiter of a really free lock gains in latency; in exchange, a waiter is
-/// not woken only to lose the race to a releaser that takes its lock
-/// straight back. Measured with the hand-off benchmark's workers driven by
+/// How long the watcher lets a release in a loop of releases (see
+/// [`LOOPING`]) settle before it looks whether the lock is free (see
+/// `read_inotify`). With the timer slack of a normal thread (50 µs) the
+/// sleep lasts about 0.1 ms, which is what a hand-off to a waiter of a
+/// really free lock loses in latency; in exchange, a waiter is not woken
+/// only to lose the race to a releaser that takes its lock straight back. Measured with the hand-off benchmark's workers driven by
 /// hand, five alternating runs each way: median acquisitions/s +14 % with
 /// two processes, +3 % with four.
 const SETTLE: std::time::Duration = std::time::Duration::from_micros(30);
+
+/// Releases closer together than this make a loop: the watcher lets only
+/// those settle. A lock that was held for longer was most likely let go for
+/// good, and its waiter is woken at once (the hand-over to a sleeping waiter
+/// is then about 0.1 ms quicker).
+const LOOPING: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// A counter of events plus the wakers waiting for the next one.
 #[derive(Debug, Default)]
@@ -118,6 +124,8 @@ struct State {
     /// The watch of each directory path asked for.
     paths: HashMap<PathBuf, i32>,
     exits: HashMap<(u32, u64), Exit>,
+    /// When the watcher last saw a watched lock go away.
+    last_removal: Option<std::time::Instant>,
 }
 
 impl State {
@@ -257,10 +265,14 @@ impl Watcher {
         // read before this look, so whatever is there now was created after
         // them, and its own removal will be a new event.
         if !removed.is_empty() {
-            // The event comes the moment the lock is renamed away, while its
-            // releaser is still cleaning up: the look tells more once a
-            // releaser that takes its lock straight back has done so.
-            std::thread::sleep(SETTLE);
+            let now = std::time::Instant::now();
+            let last = self.state().last_removal.replace(now);
+            if looping(last, now) {
+                // The event comes the moment the lock is renamed away, while
+                // its releaser is still cleaning up: the look tells more once
+                // a releaser that takes its lock straight back has done so.
+                std::thread::sleep(SETTLE);
+            }
         }
         removed.retain(|(_, path)| rustix::fs::lstat(path).is_err());
         fired.extend(removed.into_iter().map(|(notify, _)| notify));
@@ -291,6 +303,12 @@ impl Watcher {
 /// watcher thread are there); a particular directory may still fail.
 pub(crate) fn available() -> bool {
     watcher().is_some()
+}
+
+/// Whether a removal seen at `now`, after one at `last`, is part of a loop
+/// of releases (see [`LOOPING`]).
+fn looping(last: Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    last.is_some_and(|last| now.saturating_duration_since(last) < LOOPING)
 }
 
 /// The process's watcher, started on first use; `None` when inotify or the
@@ -427,6 +445,17 @@ pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
 mod tests {
     use super::*;
     use crate::test_support::completes_within;
+
+    #[test]
+    fn only_releases_in_a_loop_settle() {
+        let now = std::time::Instant::now();
+        assert!(!looping(None, now), "the first release wakes at once");
+        let just = now.checked_sub(LOOPING / 20).unwrap_or(now);
+        assert!(looping(Some(just), now), "a loop settles");
+        if let Some(long_ago) = now.checked_sub(LOOPING * 5) {
+            assert!(!looping(Some(long_ago), now), "a long hold wakes at once");
+        }
+    }
 
     #[test]
     fn a_forked_child_does_not_use_its_parents_watcher() {

@@ -725,7 +725,7 @@ fn summary(
         "| hand-over to a sleeping waiter >= 20x faster than reference at 50 ms | {faster:.0}x ({} vs {}) | {} |",
         ms(handover_of(Kind::Heldlock)),
         ms(handover_of(Kind::Reference(50))),
-        verdict(faster >= 20.0)
+        verdict(faster.is_finite() && faster >= 20.0)
     )
     .unwrap();
     let takeover = crash[0].1;

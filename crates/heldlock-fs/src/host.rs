@@ -9,7 +9,7 @@
 //! doubt (other host, boot or namespace, missing fields, unreadable `/proc`)
 //! means "not known dead", and the lock falls back to stale judgment.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use rustix::fs::{Mode, OFlags};
 
@@ -30,34 +30,52 @@ struct Identity {
     start: Option<String>,
 }
 
-/// This process's identity, read once per process id: a child forked
-/// without `exec` inherits the parent's memory, and must not write the
-/// parent's start time beside its own pid, or every waiter on this host
-/// would take the child for a reused pid, judge it dead, and break its lock
-/// while it runs.
+/// This process's identity, read once, and read again (uncached) in a child
+/// forked without `exec`: the child inherits the parent's memory, and must
+/// not write the parent's start time beside its own pid, or every waiter on
+/// this host would take the child for a reused pid, judge it dead, and
+/// break its lock while it runs. No lock guards the cache, so a fork cannot
+/// leave one taken.
 fn identity() -> Arc<Identity> {
-    static IDENTITY: Mutex<Option<Arc<Identity>>> = Mutex::new(None);
-    let mut known = IDENTITY.lock().unwrap_or_else(PoisonError::into_inner);
-    identity_cached(&mut known, std::process::id())
-}
-
-/// The identity of `pid`, from `known` when it was read for that pid.
-fn identity_cached(known: &mut Option<Arc<Identity>>, pid: u32) -> Arc<Identity> {
-    match known {
-        Some(identity) if identity.pid == pid => Arc::clone(identity),
-        _ => Arc::clone(known.insert(Arc::new(identity_of(pid)))),
+    static FIRST: OnceLock<Arc<Identity>> = OnceLock::new();
+    let pid = std::process::id();
+    let first = FIRST.get_or_init(|| Arc::new(read_identity(pid)));
+    if first.pid == pid {
+        Arc::clone(first)
+    } else {
+        Arc::new(read_identity(pid))
     }
 }
 
-/// Reads the identity of process `pid` (this process, but for tests).
-fn identity_of(pid: u32) -> Identity {
+/// Reads the identity of this process, whose pid is `pid`.
+///
+/// Its start time and pid namespace come from `/proc/self`, and only when
+/// `/proc` agrees that this process is `pid`: a `/proc` mounted for another
+/// pid namespace (`unshare -pf` without `--mount-proc`) would otherwise
+/// describe another process, and waiters would judge this one by that
+/// process's life. Without them, no waiter judges this process's locks by
+/// pid at all.
+fn read_identity(pid: u32) -> Identity {
+    let proc_agrees = proc_self_pid() == Some(pid);
     Identity {
         pid,
         host: host_name(),
         boot: boot_id(),
-        pidns: pid_namespace(pid),
-        start: proc_stat(pid).ok().map(|stat| stat.start.to_string()),
+        pidns: proc_agrees.then(pid_namespace).flatten(),
+        start: proc_agrees
+            .then(|| read_stat("/proc/self/stat").ok())
+            .flatten()
+            .map(|stat| stat.start.to_string()),
     }
+}
+
+/// The pid that `/proc` gives this process.
+fn proc_self_pid() -> Option<u32> {
+    std::fs::read_link("/proc/self")
+        .ok()?
+        .to_str()?
+        .parse()
+        .ok()
 }
 
 fn host_name() -> Option<String> {
@@ -72,10 +90,10 @@ fn boot_id() -> Option<String> {
     valid_value(id).then(|| id.to_owned())
 }
 
-/// The inode number of the pid namespace of `pid` (`/proc/<pid>/ns/pid`
-/// reads as `pid:[4026531836]`).
-fn pid_namespace(pid: u32) -> Option<String> {
-    let link = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+/// The inode number of our pid namespace (`/proc/self/ns/pid` reads as
+/// `pid:[4026531836]`).
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
     let link = link.to_str()?;
     let inode = link.strip_prefix("pid:[")?.strip_suffix(']')?;
     inode.parse::<u64>().ok().map(|n| n.to_string())
@@ -90,31 +108,71 @@ fn valid_value(value: &str) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 struct ProcStat {
     state: char,
+    /// Threads still running (a process whose first thread ended with
+    /// `pthread_exit` shows as a zombie while the others run).
+    threads: u64,
     start: u64,
 }
 
-/// Reads the state (field 3) and start time (field 22) of `pid`.
+impl ProcStat {
+    /// Whether the whole process has exited (a zombie not yet reaped).
+    fn exited(&self) -> bool {
+        matches!(self.state, 'Z' | 'X') && self.threads <= 1
+    }
+}
+
+/// Reads the state (field 3), thread count (field 20) and start time
+/// (field 22) of `pid`.
 ///
 /// In one `read` into a buffer that holds any stat line: a waiter asks this
 /// about every new holder it looks at, and `read_to_string` would grow its
 /// buffer through five reads (a `/proc` file reports its size as zero).
 fn proc_stat(pid: u32) -> std::io::Result<ProcStat> {
-    let path = format!("/proc/{pid}/stat");
-    let file = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    read_stat(&format!("/proc/{pid}/stat"))
+}
+
+/// Reads and parses a stat file of `/proc`.
+fn read_stat(path: &str) -> std::io::Result<ProcStat> {
+    let file = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut buffer = [0u8; 2048];
     let read = rustix::io::read(&file, &mut buffer)?;
     let text = if read < buffer.len() {
         String::from_utf8_lossy(&buffer[..read]).into_owned()
     } else {
-        // Longer than any stat line we know of: read it all.
-        std::fs::read_to_string(&path)?
+        // Longer than any stat line we know of: read it all. A command
+        // name need not be UTF-8, hence the lossy conversion.
+        String::from_utf8_lossy(&std::fs::read(path)?).into_owned()
     };
     parse_stat(&text).ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
 }
 
-/// The start time of `pid` (clock ticks since boot), if it runs.
+/// The start time of `pid` (clock ticks since boot), if it exists (a zombie
+/// included).
+#[cfg(test)]
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
     proc_stat(pid).ok().map(|stat| stat.start)
+}
+
+/// The start time of `pid`, if it exists and has not exited (a zombie has).
+pub(crate) fn start_time_if_running(pid: u32) -> Option<u64> {
+    proc_stat(pid)
+        .ok()
+        .filter(|stat| !stat.exited())
+        .map(|stat| stat.start)
+}
+
+/// Whether the kernel says that no process `pid` exists (a signal 0 fails
+/// with `ESRCH`; `EPERM` means it exists under another user). A pid beyond
+/// `i32` cannot exist; pid 0 is not asked about (a signal to pid 0 goes to
+/// our own process group).
+fn no_such_process(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return true;
+    };
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
 }
 
 /// `pid (comm) state ppid ...`: `comm` may hold spaces and parentheses, so
@@ -123,9 +181,15 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
-    // After the state (field 3) come fields 4..; the start time is field 22.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start })
+    // After the state (field 3) come fields 4..: the thread count is field
+    // 20, the start time field 22.
+    let threads = fields.nth(16)?.parse().ok()?;
+    let start = fields.nth(1)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        threads,
+        start,
+    })
 }
 
 impl LocalHost {
@@ -171,10 +235,13 @@ impl HostProbe for LocalHost {
             return false; // its pidfd has not fired: it runs
         }
         match proc_stat(record.pid) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            // `/proc` hides other users' processes when mounted with
+            // `hidepid=invisible`: only the kernel's own answer proves the
+            // pid gone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => no_such_process(record.pid),
             Err(_) => false,
             // A zombie cannot refresh; another start time is another process.
-            Ok(stat) => matches!(stat.state, 'Z' | 'X') || stat.start != start,
+            Ok(stat) => stat.exited() || stat.start != start,
         }
     }
 
@@ -196,6 +263,7 @@ mod tests {
             parse_stat(line),
             Some(ProcStat {
                 state: 'S',
+                threads: 1,
                 start: 987654
             })
         );
@@ -204,30 +272,110 @@ mod tests {
     }
 
     #[test]
-    fn the_identity_follows_the_process_id() {
+    fn a_zombie_first_thread_with_others_running_has_not_exited() {
+        // Field 20 (threads) is 3: the first thread ended, two still run.
+        let line = "77 (w) Z 1 77 77 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 5555 1000 10";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!((stat.state, stat.threads, stat.start), ('Z', 3, 5555));
+        assert!(!stat.exited());
+        let dead = parse_stat(&line.replace(" 0 3 0 ", " 0 1 0 ")).unwrap();
+        assert!(dead.exited());
+    }
+
+    #[test]
+    fn the_identity_is_read_for_our_pid_and_only_where_proc_agrees() {
         let ours = identity();
         if ours.start.is_none() {
             eprintln!("no /proc identity on this machine; skipping");
             return;
         }
         assert_eq!(ours.pid, std::process::id());
-        assert!(Arc::ptr_eq(&ours, &identity()), "read once per process");
-        // A forked child finds its parent's identity cached, and must read
-        // its own: its start time, not its parent's.
+        assert!(Arc::ptr_eq(&ours, &identity()), "read once");
+        assert_eq!(
+            ours.start,
+            start_time(std::process::id()).map(|start| start.to_string())
+        );
+        // A process that `/proc` knows by another pid (a `/proc` of another
+        // pid namespace): no start time and no namespace, so that no waiter
+        // judges it by pid.
+        let elsewhere = read_identity(std::process::id().wrapping_add(1));
+        assert_eq!((elsewhere.start, elsewhere.pidns), (None, None));
+        assert_eq!((&elsewhere.host, &elsewhere.boot), (&ours.host, &ours.boot));
+    }
+
+    #[test]
+    fn only_the_kernel_proves_a_pid_gone() {
+        assert!(!no_such_process(std::process::id()), "we exist");
+        assert!(!no_such_process(1), "init exists, whoever owns it");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap(); // reaped: the pid is free
+        assert!(
+            no_such_process(pid) || proc_stat(pid).is_ok(),
+            "gone, or reused"
+        );
+        assert!(!no_such_process(0), "pid 0 is no process to judge");
+        assert!(no_such_process(u32::MAX), "beyond any pid");
+    }
+
+    #[test]
+    fn a_zombie_is_not_running() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie once it exits (real time is what is
+        // waited for, with a bound far beyond a process's exit).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while proc_stat(pid).is_ok_and(|stat| stat.state != 'Z') {
+            assert!(std::time::Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let exists = start_time(pid);
+        let running = start_time_if_running(pid);
+        child.wait().unwrap();
+        if exists.is_none() {
+            eprintln!("no /proc here; skipping");
+            return;
+        }
+        assert_eq!(running, None, "a zombie has exited");
+    }
+
+    #[test]
+    fn an_unreaped_dead_holder_is_dead_even_once_its_exit_is_watched() {
+        let probe = LocalHost::new();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        let mut known = Some(Arc::clone(&ours));
-        let theirs = identity_cached(&mut known, child.id());
-        let child_start = start_time(child.id()).map(|start| start.to_string());
+        let pid = child.id();
+        let mut record = LockRecord::for_this_process(SystemTime::now());
+        record.pid = pid;
+        record.fields = probe.fields();
+        let Some(start) = start_time(pid) else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            eprintln!("no /proc here; skipping");
+            return;
+        };
+        for (key, value) in &mut record.fields {
+            if key == "start" {
+                *value = start.to_string();
+            }
+        }
         child.kill().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while proc_stat(pid).is_ok_and(|stat| stat.state != 'Z') {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the kill did not take"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // A waiter watches the holder's exit, then asks whether it is dead.
+        let exit = probe.watch_exit(&record);
+        let dead = probe.holder_is_dead(&record);
+        drop(exit);
         child.wait().unwrap();
-        assert_eq!(theirs.pid, child.id());
-        assert_eq!(theirs.start, child_start);
-        assert!(known.is_some_and(|known| Arc::ptr_eq(&known, &theirs)));
-        assert_eq!(theirs.pidns, ours.pidns);
-        assert_eq!((&theirs.host, &theirs.boot), (&ours.host, &ours.boot));
+        assert!(dead, "a zombie holder was taken for alive");
     }
 
     #[test]

@@ -420,8 +420,11 @@ pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
     let notify = Arc::new(Notify::default());
     let listener = notify.listen();
     // The pid may have been reused between the record and the open: only a
-    // pidfd of the process started at `start` watches the holder.
-    if crate::host::start_time(pid) != Some(start) {
+    // pidfd of the process started at `start` watches the holder. A zombie
+    // has exited already: registered, it would count as alive until the
+    // watcher thread polled its pidfd, and its waiter would wake, look and
+    // register again in a loop.
+    if crate::host::start_time_if_running(pid) != Some(start) {
         notify.notify();
         return Some(listener);
     }

@@ -78,6 +78,12 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
     /// busy lock and wakes its waiter with it instead of sleeping out its
     /// poll.
     ///
+    /// A listener may stand for state of its waiter until it is dropped,
+    /// even after it completed (`heldlock-fs` keeps the waiter's process in
+    /// a queue of the host's waiting processes): drop it as soon as it is no
+    /// longer needed, and subscribe anew before dropping the old one to keep
+    /// that state.
+    ///
     /// Return `None` (the default) when the backend cannot notify; waiters
     /// then poll with an exponential backoff.
     fn listen(&self) -> Option<ChangeListener> {

@@ -4,10 +4,12 @@
 //! `boot=` (the kernel's boot id), `pidns=` (the pid namespace's inode) and
 //! `start=` (the process start time, in clock ticks since boot, from
 //! `/proc/<pid>/stat`). A waiter whose own host, boot and pid namespace are the
-//! same can prove the holder dead: its pid no longer exists, is a zombie, or
-//! belongs to a process started at another time (the pid was reused). Any
-//! doubt (other host, boot or namespace, missing fields, unreadable `/proc`)
-//! means "not known dead", and the lock falls back to stale judgment.
+//! same can prove the holder dead: its pid no longer exists (`/proc` has no
+//! entry and the kernel confirms it), its process has exited (a zombie with
+//! only its first thread left), or it belongs to a process started at
+//! another time (the pid was reused). Any doubt (other host, boot or
+//! namespace, missing fields, unreadable or hidden `/proc` entries) means
+//! "not known dead", and the lock falls back to stale judgment.
 
 use std::sync::{Arc, OnceLock};
 
@@ -34,14 +36,21 @@ struct Identity {
 /// forked without `exec`: the child inherits the parent's memory, and must
 /// not write the parent's start time beside its own pid, or every waiter on
 /// this host would take the child for a reused pid, judge it dead, and
-/// break its lock while it runs. No lock guards the cache, so a fork cannot
-/// leave one taken.
+/// break its lock while it runs. No lock is held between calls, so a fork
+/// leaves none taken (except during the very first read, which a fork on
+/// another thread could interrupt: the child's first call would then wait
+/// for good).
 fn identity() -> Arc<Identity> {
     static FIRST: OnceLock<Arc<Identity>> = OnceLock::new();
-    let pid = std::process::id();
-    let first = FIRST.get_or_init(|| Arc::new(read_identity(pid)));
-    if first.pid == pid {
-        Arc::clone(first)
+    identity_in(&FIRST, std::process::id())
+}
+
+/// The identity of this process, whose pid is `pid`, from `first` when it
+/// was read for that pid.
+fn identity_in(first: &OnceLock<Arc<Identity>>, pid: u32) -> Arc<Identity> {
+    let known = first.get_or_init(|| Arc::new(read_identity(pid)));
+    if known.pid == pid {
+        Arc::clone(known)
     } else {
         Arc::new(read_identity(pid))
     }
@@ -108,8 +117,9 @@ fn valid_value(value: &str) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 struct ProcStat {
     state: char,
-    /// Threads still running (a process whose first thread ended with
-    /// `pthread_exit` shows as a zombie while the others run).
+    /// The process's thread count, a zombie first thread included (a
+    /// process whose first thread ended with `pthread_exit` shows as a
+    /// zombie while the others run).
     threads: u64,
     start: u64,
 }
@@ -153,12 +163,36 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     proc_stat(pid).ok().map(|stat| stat.start)
 }
 
-/// The start time of `pid`, if it exists and has not exited (a zombie has).
-pub(crate) fn start_time_if_running(pid: u32) -> Option<u64> {
-    proc_stat(pid)
-        .ok()
-        .filter(|stat| !stat.exited())
-        .map(|stat| stat.start)
+/// What this host can prove about a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// It runs, started at the expected time.
+    Alive,
+    /// It is gone, has exited, or the pid names another process now.
+    Dead,
+    /// `/proc` cannot tell (hidden by `hidepid`, unreadable, unexpected).
+    Unknown,
+}
+
+/// Whether the process `pid` that started at `start` (clock ticks since
+/// boot) still runs.
+pub(crate) fn liveness(pid: u32, start: u64) -> Liveness {
+    match proc_stat(pid) {
+        // `/proc` hides other users' processes when mounted with
+        // `hidepid=invisible`: only the kernel's own answer proves the pid
+        // gone.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if no_such_process(pid) {
+                Liveness::Dead
+            } else {
+                Liveness::Unknown
+            }
+        }
+        Err(_) => Liveness::Unknown,
+        // A zombie cannot refresh; another start time is another process.
+        Ok(stat) if stat.exited() || stat.start != start => Liveness::Dead,
+        Ok(_) => Liveness::Alive,
+    }
 }
 
 /// Whether the kernel says that no process `pid` exists (a signal 0 fails
@@ -234,15 +268,7 @@ impl HostProbe for LocalHost {
         if crate::watch::watched_alive(record.pid, start) {
             return false; // its pidfd has not fired: it runs
         }
-        match proc_stat(record.pid) {
-            // `/proc` hides other users' processes when mounted with
-            // `hidepid=invisible`: only the kernel's own answer proves the
-            // pid gone.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => no_such_process(record.pid),
-            Err(_) => false,
-            // A zombie cannot refresh; another start time is another process.
-            Ok(stat) => stat.exited() || stat.start != start,
-        }
+        liveness(record.pid, start) == Liveness::Dead
     }
 
     fn watch_exit(&self, record: &LockRecord) -> Option<ChangeListener> {
@@ -304,6 +330,23 @@ mod tests {
     }
 
     #[test]
+    fn a_forked_child_reads_its_own_identity() {
+        let parent = std::process::id();
+        let first = OnceLock::new();
+        let read_by_parent = identity_in(&first, parent);
+        assert!(Arc::ptr_eq(&read_by_parent, &identity_in(&first, parent)));
+        // The child's pid differs from the one the inherited cache was read
+        // for: it reads afresh, for its own pid, never the parent's start.
+        let child = parent.wrapping_add(1);
+        let read_by_child = identity_in(&first, child);
+        assert_eq!(read_by_child.pid, child);
+        assert!(!Arc::ptr_eq(&read_by_child, &read_by_parent));
+        if read_by_parent.start.is_some() {
+            assert_ne!(read_by_child.start, read_by_parent.start);
+        }
+    }
+
+    #[test]
     fn only_the_kernel_proves_a_pid_gone() {
         assert!(!no_such_process(std::process::id()), "we exist");
         assert!(!no_such_process(1), "init exists, whoever owns it");
@@ -330,13 +373,13 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let exists = start_time(pid);
-        let running = start_time_if_running(pid);
+        let judged = exists.map(|start| liveness(pid, start));
         child.wait().unwrap();
         if exists.is_none() {
             eprintln!("no /proc here; skipping");
             return;
         }
-        assert_eq!(running, None, "a zombie has exited");
+        assert_eq!(judged, Some(Liveness::Dead), "a zombie has exited");
     }
 
     #[test]
@@ -350,7 +393,8 @@ mod tests {
         let mut record = LockRecord::for_this_process(SystemTime::now());
         record.pid = pid;
         record.fields = probe.fields();
-        let Some(start) = start_time(pid) else {
+        let judged_here = record.field("start").is_some() && record.field("pidns").is_some();
+        let Some(start) = start_time(pid).filter(|_| judged_here) else {
             child.kill().unwrap();
             child.wait().unwrap();
             eprintln!("no /proc here; skipping");

@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use heldlock_core::ChangeListener;
+
+use crate::host::Liveness;
 use rustix::event::{PollFd, PollFlags};
 use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
 
@@ -35,9 +37,10 @@ use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
 /// `read_inotify`). With the timer slack of a normal thread (50 µs) the
 /// sleep lasts about 0.1 ms, which is what a hand-off to a waiter of a
 /// really free lock loses in latency; in exchange, a waiter is not woken
-/// only to lose the race to a releaser that takes its lock straight back. Measured with the hand-off benchmark's workers driven by
-/// hand, five alternating runs each way: median acquisitions/s +14 % with
-/// two processes, +3 % with four.
+/// only to lose the race to a releaser that takes its lock straight back.
+/// Measured with the hand-off benchmark's workers driven by hand, five
+/// alternating runs each way: median acquisitions/s +14 % with two
+/// processes, +3 % with four.
 const SETTLE: std::time::Duration = std::time::Duration::from_micros(30);
 
 /// Releases closer together than this make a loop: the watcher lets only
@@ -420,13 +423,19 @@ pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
     let notify = Arc::new(Notify::default());
     let listener = notify.listen();
     // The pid may have been reused between the record and the open: only a
-    // pidfd of the process started at `start` watches the holder. A zombie
-    // has exited already: registered, it would count as alive until the
-    // watcher thread polled its pidfd, and its waiter would wake, look and
-    // register again in a loop.
-    if crate::host::start_time_if_running(pid) != Some(start) {
-        notify.notify();
-        return Some(listener);
+    // pidfd of the process started at `start` watches the holder. One that
+    // is dead already (a zombie, a reused pid) fires at once: registered, it
+    // would count as alive until the watcher thread polled its pidfd, and
+    // its waiter would wake, look and register again in a loop. One that
+    // `/proc` cannot tell about (hidden by `hidepid`) is not watched at all:
+    // a listener that fired would wake its waiter again and again.
+    match crate::host::liveness(pid, start) {
+        Liveness::Alive => {}
+        Liveness::Dead => {
+            notify.notify();
+            return Some(listener);
+        }
+        Liveness::Unknown => return None,
     }
     state.exits.insert(
         (pid, start),

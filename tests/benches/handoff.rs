@@ -358,16 +358,28 @@ fn contended_run(dir: &Path, kind: Kind, processes: usize, increments: u32) -> C
     }
 }
 
+/// A holder running `job` on the lock `lock`, and a waiter that found it
+/// busy and went to sleep on it after `sleep`.
+fn holder_and_sleeping_waiter(
+    kind: Kind,
+    job: &str,
+    lock: &str,
+    sleep: Duration,
+) -> (Worker, Worker) {
+    let holder = Worker::spawn(kind, &[job, lock]);
+    assert_eq!(holder.line(), "held");
+    let waiter = Worker::spawn(kind, &["wait", lock]);
+    assert_eq!(waiter.line(), "waiting");
+    std::thread::sleep(sleep);
+    (holder, waiter)
+}
+
 /// Time from SIGKILL of a holder to a waiting process holding the lock.
 fn crash_takeover(dir: &Path, kind: Kind, round: usize) -> Duration {
     let lock = dir.join(format!("crash-{}-{round}.lock", kind.file_stem()));
     let lock = lock.to_str().unwrap();
-    let mut holder = Worker::spawn(kind, &["hold", lock]);
-    assert_eq!(holder.line(), "held");
-    let waiter = Worker::spawn(kind, &["wait", lock]);
-    assert_eq!(waiter.line(), "waiting");
-    // Let the waiter find the lock busy and go to sleep on it.
-    std::thread::sleep(Duration::from_millis(150));
+    let (mut holder, waiter) =
+        holder_and_sleeping_waiter(kind, "hold", lock, Duration::from_millis(150));
     assert!(
         matches!(holder.child.try_wait(), Ok(None)),
         "the holder died before it was killed"
@@ -385,16 +397,12 @@ fn crash_takeover(dir: &Path, kind: Kind, round: usize) -> Duration {
 fn handover(dir: &Path, kind: Kind, round: usize) -> Duration {
     let lock = dir.join(format!("handover-{}-{round}.lock", kind.file_stem()));
     let lock = lock.to_str().unwrap();
-    let mut holder = Worker::spawn(kind, &["handover", lock]);
-    assert_eq!(holder.line(), "held");
-    let waiter = Worker::spawn(kind, &["wait", lock]);
-    assert_eq!(waiter.line(), "waiting");
-    // Let the waiter find the lock busy and go to sleep on it. A poll loop
-    // wakes on its own schedule: the rounds release at phases spread evenly
-    // over 50 ms, or a release could land just after (or before) the
-    // reference's poll every time.
+    // A poll loop wakes on its own schedule: the rounds release at phases
+    // spread evenly over 50 ms, or a release could land just after (or
+    // before) the reference's poll every time.
     let phase = 50 * u64::try_from(round).unwrap() / u64::try_from(HANDOVER_REPEATS).unwrap();
-    std::thread::sleep(Duration::from_millis(150 + phase));
+    let (mut holder, waiter) =
+        holder_and_sleeping_waiter(kind, "handover", lock, Duration::from_millis(150 + phase));
     holder.go();
     let released: u64 = holder.line().parse().unwrap();
     let held: u64 = waiter.line().parse().unwrap();
@@ -411,6 +419,65 @@ fn pairs_per_second(dir: &Path, kind: Kind, pairs: u32) -> f64 {
     let nanos: u64 = worker.line().parse().unwrap();
     worker.finish();
     f64::from(pairs) / (nanos as f64 / 1e9)
+}
+
+/// Repeated timings of one kind, sorted.
+struct Timings {
+    kind: Kind,
+    median: Duration,
+    sorted: Vec<Duration>,
+}
+
+impl Timings {
+    /// Runs `once(kind, round)` `repeats` times for each kind and prints a
+    /// line per kind.
+    fn measure(
+        part: &str,
+        what: &str,
+        kinds: &[Kind],
+        repeats: usize,
+        once: impl Fn(Kind, usize) -> Duration,
+    ) -> Vec<Timings> {
+        kinds
+            .iter()
+            .map(|&kind| {
+                let mut sorted: Vec<Duration> =
+                    (0..repeats).map(|round| once(kind, round)).collect();
+                sorted.sort();
+                let timings = Timings {
+                    kind,
+                    median: sorted[sorted.len() / 2],
+                    sorted,
+                };
+                println!(
+                    "handoff/{part}/{}: {what} {} median of {} (min {}, max {})",
+                    kind.label(),
+                    ms(timings.median),
+                    timings.sorted.len(),
+                    ms(timings.sorted[0]),
+                    ms(*timings.sorted.last().unwrap())
+                );
+                timings
+            })
+            .collect()
+    }
+
+    /// A Markdown table of `all`, one row per kind.
+    fn table(w: &mut String, title: &str, all: &[Timings]) {
+        writeln!(w, "\n| {title} | median | min | max |").unwrap();
+        writeln!(w, "| --- | --- | --- | --- |").unwrap();
+        for t in all {
+            writeln!(
+                w,
+                "| {} | {} | {} | {} |",
+                t.kind.label(),
+                ms(t.median),
+                ms(t.sorted[0]),
+                ms(*t.sorted.last().unwrap())
+            )
+            .unwrap();
+        }
+    }
 }
 
 fn median_by<T: Clone>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
@@ -490,46 +557,25 @@ fn main() {
         }
     }
 
-    let mut crash: Vec<(Kind, Duration, Vec<Duration>)> = Vec::new();
-    for kind in [Kind::Heldlock, Kind::Flock] {
-        let mut times: Vec<Duration> = (0..crash_repeats)
-            .map(|round| crash_takeover(dir, kind, round))
-            .collect();
-        times.sort();
-        let median = times[times.len() / 2];
-        println!(
-            "handoff/crash/{}: takeover {} median of {} (min {}, max {})",
-            kind.label(),
-            ms(median),
-            times.len(),
-            ms(times[0]),
-            ms(*times.last().unwrap())
-        );
-        crash.push((kind, median, times));
-    }
-
-    let mut handovers: Vec<(Kind, Duration, Vec<Duration>)> = Vec::new();
-    for kind in [
-        Kind::Heldlock,
-        Kind::Flock,
-        Kind::Reference(50),
-        Kind::Reference(1),
-    ] {
-        let mut times: Vec<Duration> = (0..handover_repeats)
-            .map(|round| handover(dir, kind, round))
-            .collect();
-        times.sort();
-        let median = times[times.len() / 2];
-        println!(
-            "handoff/handover/{}: release -> waiter holds {} median of {} (min {}, max {})",
-            kind.label(),
-            ms(median),
-            times.len(),
-            ms(times[0]),
-            ms(*times.last().unwrap())
-        );
-        handovers.push((kind, median, times));
-    }
+    let crash = Timings::measure(
+        "crash",
+        "takeover",
+        &[Kind::Heldlock, Kind::Flock],
+        crash_repeats,
+        |kind, round| crash_takeover(dir, kind, round),
+    );
+    let handovers = Timings::measure(
+        "handover",
+        "release -> waiter holds",
+        &[
+            Kind::Heldlock,
+            Kind::Flock,
+            Kind::Reference(50),
+            Kind::Reference(1),
+        ],
+        handover_repeats,
+        |kind, round| handover(dir, kind, round),
+    );
 
     let mut uncontended: Vec<(Kind, f64)> = Vec::new();
     for kind in [
@@ -569,8 +615,8 @@ fn main() {
 
 fn summary(
     contended: &[Contended],
-    crash: &[(Kind, Duration, Vec<Duration>)],
-    handovers: &[(Kind, Duration, Vec<Duration>)],
+    crash: &[Timings],
+    handovers: &[Timings],
     uncontended: &[(Kind, f64)],
     workloads: &[(usize, u32)],
     elapsed: Duration,
@@ -612,40 +658,12 @@ fn summary(
             .unwrap();
         }
     }
-    writeln!(
+    Timings::table(w, "crash takeover (SIGKILL -> waiter holds)", crash);
+    Timings::table(
         w,
-        "\n| crash takeover (SIGKILL -> waiter holds) | median | min | max |"
-    )
-    .unwrap();
-    writeln!(w, "| --- | --- | --- | --- |").unwrap();
-    for (kind, median, times) in crash {
-        writeln!(
-            w,
-            "| {} | {} | {} | {} |",
-            kind.label(),
-            ms(*median),
-            ms(times[0]),
-            ms(*times.last().unwrap())
-        )
-        .unwrap();
-    }
-    writeln!(
-        w,
-        "\n| hand-over (release called -> sleeping waiter holds) | median | min | max |"
-    )
-    .unwrap();
-    writeln!(w, "| --- | --- | --- | --- |").unwrap();
-    for (kind, median, times) in handovers {
-        writeln!(
-            w,
-            "| {} | {} | {} | {} |",
-            kind.label(),
-            ms(*median),
-            ms(times[0]),
-            ms(*times.last().unwrap())
-        )
-        .unwrap();
-    }
+        "hand-over (release called -> sleeping waiter holds)",
+        handovers,
+    );
     let pair_rate = |kind: Kind| uncontended.iter().find(|(k, _)| *k == kind).unwrap().1;
     writeln!(
         w,
@@ -717,7 +735,7 @@ fn summary(
         )
         .unwrap();
     }
-    let handover_of = |kind: Kind| handovers.iter().find(|(k, ..)| *k == kind).unwrap().1;
+    let handover_of = |kind: Kind| handovers.iter().find(|t| t.kind == kind).unwrap().median;
     let faster =
         handover_of(Kind::Reference(50)).as_secs_f64() / handover_of(Kind::Heldlock).as_secs_f64();
     writeln!(
@@ -728,7 +746,7 @@ fn summary(
         verdict(faster.is_finite() && faster >= 20.0)
     )
     .unwrap();
-    let takeover = crash[0].1;
+    let takeover = crash[0].median;
     writeln!(
         w,
         "| same-host crash takeover < 10 ms median | {} | {} |",

@@ -468,6 +468,16 @@ mod tests {
         open_waiters_file(&file).expect("the queue file opens")
     }
 
+    /// A held lock named `name` in a fresh directory, and another process's
+    /// descriptor of its queue file (not yet in line).
+    fn held_lock_and_another_process(name: &str) -> (tempfile::TempDir, PathBuf, OwnedFd) {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(name);
+        std::fs::write(&lock, "held").unwrap();
+        let other = other_process(&lock);
+        (dir, lock, other)
+    }
+
     fn try_take_turn(other: &OwnedFd) -> bool {
         rustix::fs::flock(other, FlockOperation::NonBlockingLockExclusive).is_ok()
     }
@@ -487,10 +497,7 @@ mod tests {
     fn queued_behind_another(
         name: &str,
     ) -> Option<(tempfile::TempDir, PathBuf, OwnedFd, ChangeListener)> {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join(name);
-        std::fs::write(&lock, "held").unwrap();
-        let other = other_process(&lock);
+        let (dir, lock, other) = held_lock_and_another_process(name);
         assert!(try_take_turn(&other));
         let Some(follower) = listen(&lock) else {
             eprintln!("inotify unavailable here; skipping");
@@ -529,10 +536,7 @@ mod tests {
 
     #[test]
     fn a_woken_leader_keeps_its_turn_until_its_listener_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("woken.lock");
-        std::fs::write(&lock, "held").unwrap();
-        let other = other_process(&lock);
+        let (dir, lock, other) = held_lock_and_another_process("woken.lock");
         let Some(mut watching) = listen(&lock) else {
             eprintln!("inotify unavailable here; skipping");
             return;
@@ -576,10 +580,7 @@ mod tests {
 
     #[test]
     fn a_process_that_queues_again_reuses_its_queue_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let lock = dir.path().join("again.lock");
-        std::fs::write(&lock, "held").unwrap();
-        let other = other_process(&lock);
+        let (_dir, lock, other) = held_lock_and_another_process("again.lock");
         for round in 0..3 {
             assert!(try_take_turn(&other), "round {round}");
             let Some(follower) = listen(&lock) else {

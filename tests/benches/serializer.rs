@@ -1,5 +1,7 @@
 //! `cargo xtask bench serializer`: the keyed serializer against two baselines,
-//! a `HashMap<K, Arc<tokio::sync::Mutex<()>>>` map and the `lockable` crate.
+//! a `HashMap<K, Arc<tokio::sync::Mutex<()>>>` map (with the standard
+//! library's hasher, and again with heldlock's, foldhash) and the `lockable`
+//! crate.
 //!
 //! Scenarios (each task is trivial, so this measures the serialization itself):
 //! * `one_key`: 100,000 tasks submitted at once on one key, driven by `join_all`
@@ -15,6 +17,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,13 +91,33 @@ impl KeyedLock for Serializer<u64> {
     }
 }
 
-/// The usual hand-rolled map of tokio mutexes (keys are never removed).
-struct TokioMutexMap(Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>);
+/// The usual hand-rolled map of tokio mutexes (keys are never removed),
+/// with the standard library's hasher (SipHash): the baseline.
+struct TokioMutexMap<S = std::hash::RandomState>(
+    Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>, S>>,
+);
 
-impl KeyedLock for TokioMutexMap {
+/// The same map with heldlock's own hasher (foldhash), to tell what the
+/// hasher gives from what the serializer's design gives.
+type TokioMutexMapFoldhash = TokioMutexMap<foldhash::fast::RandomState>;
+
+/// A name per hasher.
+trait HasherName: BuildHasher + Default + Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+impl HasherName for std::hash::RandomState {
     const NAME: &'static str = "tokio_mutex_map";
+}
+
+impl HasherName for foldhash::fast::RandomState {
+    const NAME: &'static str = "tokio_mutex_map_foldhash";
+}
+
+impl<S: HasherName> KeyedLock for TokioMutexMap<S> {
+    const NAME: &'static str = S::NAME;
     fn new() -> Self {
-        TokioMutexMap(Mutex::new(HashMap::new()))
+        TokioMutexMap(Mutex::new(HashMap::default()))
     }
     fn run(self: &Arc<Self>, key: u64) -> impl Future<Output = ()> + Send + 'static {
         let this = Arc::clone(self);
@@ -212,10 +235,12 @@ fn memory_pass<L: KeyedLock>() {
 fn main() {
     memory_pass::<Serializer<u64>>();
     memory_pass::<TokioMutexMap>();
+    memory_pass::<TokioMutexMapFoldhash>();
     memory_pass::<Lockable>();
     let mut c = Criterion::default().configure_from_args();
     bench_impl::<Serializer<u64>>(&mut c);
     bench_impl::<TokioMutexMap>(&mut c);
+    bench_impl::<TokioMutexMapFoldhash>(&mut c);
     bench_impl::<Lockable>(&mut c);
     c.final_summary();
 }

@@ -146,14 +146,17 @@ fn read_stat(path: &str) -> std::io::Result<ProcStat> {
     let file = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut buffer = [0u8; 2048];
     let read = rustix::io::read(&file, &mut buffer)?;
-    let text = if read < buffer.len() {
-        String::from_utf8_lossy(&buffer[..read]).into_owned()
+    let whole;
+    let bytes = if read < buffer.len() {
+        &buffer[..read]
     } else {
-        // Longer than any stat line we know of: read it all. A command
-        // name need not be UTF-8, hence the lossy conversion.
-        String::from_utf8_lossy(&std::fs::read(path)?).into_owned()
+        // Longer than any stat line we know of: read it all.
+        whole = std::fs::read(path)?;
+        &whole
     };
-    parse_stat(&text).ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
+    // A command name need not be UTF-8; the numbers after it always are.
+    parse_stat(&String::from_utf8_lossy(bytes))
+        .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
 }
 
 /// The start time of `pid` (clock ticks since boot), if it exists (a zombie

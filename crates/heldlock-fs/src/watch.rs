@@ -132,6 +132,13 @@ struct State {
 }
 
 impl State {
+    /// The live registration of the exit of `pid`, started at `start`.
+    fn exit_watch(&self, pid: u32, start: u64) -> Option<Arc<Notify>> {
+        self.exits
+            .get(&(pid, start))
+            .and_then(|exit| exit.notify.upgrade())
+    }
+
     fn forget_dir(&mut self, watch: i32) -> Option<Dir> {
         self.paths.retain(|_, known| *known != watch);
         self.dirs.remove(&watch)
@@ -399,9 +406,7 @@ pub(crate) fn watched_alive(pid: u32, start: u64) -> bool {
     watcher().is_some_and(|watcher| {
         watcher
             .state()
-            .exits
-            .get(&(pid, start))
-            .and_then(|exit| exit.notify.upgrade())
+            .exit_watch(pid, start)
             .is_some_and(|notify| notify.generation.load(Ordering::SeqCst) == 0)
     })
 }
@@ -410,18 +415,13 @@ pub(crate) fn watched_alive(pid: u32, start: u64) -> bool {
 /// (clock ticks since boot), exits; `None` when it cannot be watched.
 pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
     let watcher = watcher()?;
-    let mut state = watcher.state();
-    if let Some(notify) = state
-        .exits
-        .get(&(pid, start))
-        .and_then(|e| e.notify.upgrade())
-    {
+    if let Some(notify) = watcher.state().exit_watch(pid, start) {
         return Some(notify.listen());
     }
+    // Opened and checked without the watcher's mutex, which its thread needs
+    // for every event: `/proc` is read here for every new holder.
     let raw = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
     let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()?;
-    let notify = Arc::new(Notify::default());
-    let listener = notify.listen();
     // The pid may have been reused between the record and the open: only a
     // pidfd of the process started at `start` watches the holder. One that
     // is dead already (a zombie, a reused pid) fires at once: registered, it
@@ -431,12 +431,15 @@ pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
     // a listener that fired would wake its waiter again and again.
     match crate::host::liveness(pid, start) {
         Liveness::Alive => {}
-        Liveness::Dead => {
-            notify.notify();
-            return Some(listener);
-        }
+        Liveness::Dead => return Some(Box::pin(std::future::ready(()))),
         Liveness::Unknown => return None,
     }
+    let mut state = watcher.state();
+    // Another waiter of this process may have registered it meanwhile.
+    if let Some(notify) = state.exit_watch(pid, start) {
+        return Some(notify.listen());
+    }
+    let notify = Arc::new(Notify::default());
     state.exits.insert(
         (pid, start),
         Exit {
@@ -447,10 +450,7 @@ pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
     drop(state);
     watcher.poke();
     // The registration lives as long as some listener holds `notify`.
-    Some(Box::pin(async move {
-        let _registration = notify;
-        listener.await;
-    }))
+    Some(notify.listen())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::backend::{ChangeListener, Created, LockBackend};
 use super::lease::{HeldLock, Lease, LockState};
 use super::options::{LockOptions, Timing, Warning};
 use super::probe::HostProbe;
-use super::record::{Holder, Inspection, LockRecord};
+use super::record::Inspection;
 use super::stale::Now;
 use crate::clock::Runtime;
 use crate::error::Error;
@@ -51,11 +51,11 @@ static LOCAL_QUEUE: LazyLock<Serializer<String>> = LazyLock::new(Serializer::new
 /// ```
 #[derive(Clone)]
 pub struct Lock {
-    backend: Arc<dyn LockBackend>,
-    runtime: Arc<dyn Runtime>,
-    options: LockOptions,
-    timing: Timing,
-    probe: Option<Arc<dyn HostProbe>>,
+    pub(super) backend: Arc<dyn LockBackend>,
+    pub(super) runtime: Arc<dyn Runtime>,
+    pub(super) options: LockOptions,
+    pub(super) timing: Timing,
+    pub(super) probe: Option<Arc<dyn HostProbe>>,
     queue_in_process: bool,
 }
 
@@ -221,10 +221,7 @@ impl Lock {
             None
         };
         let waited = self.runtime.instant().saturating_duration_since(started);
-        let mut record = LockRecord::for_this_process(self.runtime.now());
-        if let Some(probe) = &self.probe {
-            record.fields = probe.fields();
-        }
+        let record = self.record_for_this_process();
         // How to wait is decided when the lock is first found busy: the
         // uncontended path never subscribes to anything.
         let mut machine = Acquire::new(
@@ -340,29 +337,6 @@ enum Woken {
     Released,
     HolderExited,
     Timer,
-}
-
-impl Lock {
-    /// Inspects the lock; asks the host probe whether a present holder is
-    /// dead, and adds a watch on its exit to `wake` when it is alive here.
-    async fn inspect_judging_liveness(
-        &self,
-        wake: &mut Vec<ChangeListener>,
-    ) -> Result<Event, Error> {
-        let inspection = self.backend.inspect().await?;
-        if let (Some(probe), Inspection::Present(observed)) = (&self.probe, &inspection)
-            && let Holder::Record(record) = &observed.holder
-        {
-            // The exit watch first: a holder whose watch is in place is known
-            // alive without asking the operating system a second time.
-            let exit = probe.watch_exit(record);
-            if probe.holder_is_dead(record) {
-                return Ok(Event::HolderDead(observed.clone()));
-            }
-            wake.extend(exit);
-        }
-        Ok(Event::Inspected(inspection))
-    }
 }
 
 impl fmt::Debug for Lock {

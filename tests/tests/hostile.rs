@@ -1,15 +1,19 @@
 //! Hostile lock paths and contents, through the public lock API.
 //!
 //! The backend-level cases already in `crates/heldlock-fs/tests` (a foreign
-//! summary, the 4 KiB identity of a huge file, a directory's `NotALock`, a
-//! symlink or FIFO broken by one `break_if_unchanged`, a dangling link never
-//! created through) are not repeated; here each hostile thing meets the whole
-//! lock (`FileLock` on tokio, async-std and smol, and the blocking API): it
-//! is honoured while fresh, broken only once stale (or refused, for a
-//! directory), never blocks, and nothing but the lock path is ever touched.
-//! "Never touched" is checked with inotify on the victim (no open, read,
-//! write, attribute change, move or delete) and a snapshot of its inode,
-//! link count, size, mtime, ctime and content.
+//! summary, the refusal's excerpt, the 4 KiB identity cap, a directory's
+//! `NotALock`, a symlink or FIFO refused by `inspect` and removed only by the
+//! forced break, a dangling link never created through) are not repeated;
+//! here each hostile thing meets the whole lock (`FileLock` on tokio,
+//! async-std and smol, and the blocking API). What a crashed holder leaves
+//! (an empty file, the start of a record) is honoured while fresh and broken
+//! only once stale. Anything else (a file that is not a lock, a directory, a
+//! symbolic link, a FIFO, socket or device) is refused at once, however old,
+//! with a typed error, and left exactly as it was; a file heldlock may not
+//! read is honoured and never broken. Nothing ever blocks, and nothing but
+//! the lock path is ever touched. "Never touched" is checked with inotify on
+//! the victim (no open, read, write, attribute change, move or delete) and a
+//! snapshot of its inode, link count, size, mtime, ctime and content.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -27,7 +31,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use heldlock_core::{BackendError, Error, Holder, LockOptions, Released, Runtime};
+use heldlock_core::{
+    BackendError, Broke, Error, Holder, Inspection, LockBackend, LockOptions, Released, Runtime,
+    Step,
+};
+use heldlock_fs::FsBackend;
 use rustix::fd::OwnedFd;
 use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
@@ -36,7 +44,8 @@ use support::*;
 use vfs_faults::{FaultVfs, Op, Warnings, lock_on};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_heldlock-test-worker");
-const FOREIGN_NODE: &str = "<a FIFO, socket or device>";
+/// What a FIFO, socket or device is called in a refusal.
+const NODE: &str = "a FIFO, socket or device";
 
 // ---------------------------------------------------------------- the APIs
 
@@ -300,11 +309,119 @@ fn assert_no_io(events: &[(PathBuf, ReadFlags, Option<String>)], what: &str) {
     }
 }
 
+/// What changing a node, or the names in a directory, would show.
+fn change_events() -> ReadFlags {
+    ReadFlags::MODIFY
+        | ReadFlags::ATTRIB
+        | ReadFlags::CLOSE_WRITE
+        | ReadFlags::CREATE
+        | ReadFlags::DELETE
+        | ReadFlags::MOVED_FROM
+        | ReadFlags::MOVED_TO
+        | ReadFlags::DELETE_SELF
+        | ReadFlags::MOVE_SELF
+}
+
+fn assert_no_change(events: &[(PathBuf, ReadFlags, Option<String>)], what: &str) {
+    for (path, flags, name) in events {
+        assert!(
+            !flags.intersects(change_events()),
+            "{what} was changed, moved or removed: {flags:?} on {} {name:?}",
+            path.display()
+        );
+    }
+}
+
 fn foreign_summary(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Timeout(Some(Holder::Foreign { summary })) => summary.clone(),
         other => panic!("expected a timeout on a foreign lock, got {other:?}"),
     }
+}
+
+/// The refusal of a regular file that is not a lock, checked to name
+/// `path`: its size and excerpt.
+fn refused_file(outcome: Outcome, path: &Path) -> (u64, String) {
+    match outcome {
+        Outcome::Failed(Error::Backend(BackendError::NotALockFile {
+            step,
+            resource,
+            size,
+            excerpt,
+        })) => {
+            assert_eq!(step, Step::Inspect);
+            assert_eq!(resource, path.display().to_string());
+            (size, excerpt)
+        }
+        other => panic!("expected NotALockFile, got {other:?}"),
+    }
+}
+
+/// The refusal of something that is not a regular file, checked to name
+/// `path`: what it says stands there.
+fn refused_kind(outcome: Outcome, path: &Path) -> String {
+    match outcome {
+        Outcome::Failed(Error::Backend(BackendError::NotALock {
+            step,
+            resource,
+            what,
+        })) => {
+            assert_eq!(step, Step::Inspect);
+            assert_eq!(resource, path.display().to_string());
+            what
+        }
+        other => panic!("expected NotALock, got {other:?}"),
+    }
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn hour_ago() -> SystemTime {
+    ago(Duration::from_secs(3600))
+}
+
+/// Tries `api` on the file at `path`, which is not a lock, stamped an hour
+/// ago: it must be refused at once (well before `max_wait`) with its size
+/// and a short, printable excerpt, also by the best-effort API, and be left
+/// exactly as it was, with nothing made beside it. The excerpt.
+fn assert_refused_and_intact(api: &Api, path: &Path, stale: Duration) -> String {
+    let dir = path.parent().unwrap();
+    stamp(path, hour_ago());
+    let size = fs::symlink_metadata(path).unwrap().len();
+    let names = names_in(dir);
+    let before = snap(path);
+    let watcher = Watcher::new(&[path, dir]);
+
+    let options = || LockOptions::new(stale).max_wait(Duration::from_secs(20));
+    let started = Instant::now();
+    let (got, excerpt) = refused_file((api.attempt)(path, options()), path);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(got, size);
+    assert!(excerpt.chars().count() <= 80, "{excerpt:?}");
+    assert!(
+        !excerpt.chars().any(char::is_control),
+        "the excerpt must be printable: {excerpt:?}"
+    );
+    let warnings = Warnings::default();
+    assert!(!(api.best_effort)(path, warnings.hook(options())));
+    assert!(warnings.any("not a lock file"), "{:?}", warnings.all());
+
+    assert_no_change(&watcher.events(), "the file at the lock path");
+    assert_eq!(snap(path), before, "the file is left exactly as it was");
+    assert_eq!(names_in(dir), names, "nothing was made beside it");
+    excerpt
 }
 
 /// A victim file in a directory of its own, holding what a lock file would
@@ -321,42 +438,35 @@ fn victim(dir: &Path) -> PathBuf {
 // ---------------------------------------------------------------- contents
 
 on_each_api!(
-    garbage_is_foreign_honoured_while_fresh_and_broken_once_stale,
-    a_10_mib_lock_file_neither_stalls_nor_blocks,
+    what_a_crashed_holder_leaves_is_honoured_while_fresh_and_broken_once_stale,
+    files_that_are_not_locks_are_refused_at_once_and_left_untouched,
+    a_data_file_or_script_at_the_lock_path_is_refused_at_once_and_left_intact,
+    a_10_mib_file_is_refused_at_once_after_a_bounded_read,
     a_far_future_record_time_is_only_informational,
     a_far_future_stamp_goes_stale_by_the_unchanged_rule_only,
     a_far_past_stamp_is_broken_at_once,
 );
 
-fn garbage_is_foreign_honoured_while_fresh_and_broken_once_stale(api: &Api) {
-    let mut random = Vec::new();
-    let mut x: u64 = 0x5eed_1234_abcd_ef01;
-    for _ in 0..300 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        random.push(x.to_le_bytes()[0]);
-    }
+/// An empty file or the start of a record: a holder that crashed between
+/// its create and its write, or in the middle of its write.
+fn what_a_crashed_holder_leaves_is_honoured_while_fresh_and_broken_once_stale(api: &Api) {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         (
             "a partial line",
             b"4242 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-2".to_vec(),
         ),
+        ("a pid and the start of an owner", b"4242 0f8f".to_vec()),
+        ("a write cut inside a character", {
+            let full = "4242 0f8f 2026-11-27T10:57:20.000Z note=\u{e9}".as_bytes();
+            full[..full.len() - 1].to_vec()
+        }),
         (
-            "a record without its time",
-            b"4242 0f8fad5b-d9cb-469f-a165-70867728950e\n".to_vec(),
-        ),
-        ("random bytes", random),
-        ("not UTF-8", b"\xff\xfe\xfd lock \xc3\x28 \x80\n".to_vec()),
-        ("NUL bytes", vec![0; 64]),
-        (
-            "terminal escapes",
-            "\x1b]0;pwned\x07\x1b[2J\r\u{202e}kcol\n"
+            "terminal escapes in a field cut short",
+            "4242 0f8f 2026-11-27T10:57:20.000Z \x1b]0;pwned\x07\x1b[2J\u{202e}kcol"
                 .as_bytes()
                 .to_vec(),
         ),
-        ("one 5 KiB line", vec![b'7'; 5 * 1024]),
     ];
     for (what, content) in cases {
         let (dir, path) = lock_path();
@@ -389,20 +499,106 @@ fn garbage_is_foreign_honoured_while_fresh_and_broken_once_stale(api: &Api) {
     }
 }
 
-fn a_10_mib_lock_file_neither_stalls_nor_blocks(api: &Api) {
+/// Anything else is somebody's file: refused at once, however old.
+fn files_that_are_not_locks_are_refused_at_once_and_left_untouched(api: &Api) {
+    let mut random = Vec::new();
+    let mut x: u64 = 0x5eed_1234_abcd_ef01;
+    for _ in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        random.push(x.to_le_bytes()[0]);
+    }
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a record without its time",
+            b"4242 0f8fad5b-d9cb-469f-a165-70867728950e\n".to_vec(),
+        ),
+        (
+            "a record and more lines",
+            b"4242 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-27T10:57:20.000Z\nmore\n".to_vec(),
+        ),
+        ("a number and a line end", b"12345\n".to_vec()),
+        ("a note", b"stale foreign lock".to_vec()),
+        ("a note and a line end", b"locked by cron\n".to_vec()),
+        ("random bytes", random),
+        ("not UTF-8", b"\xff\xfe\xfd lock \xc3\x28 \x80\n".to_vec()),
+        ("NUL bytes", vec![0; 64]),
+        (
+            "terminal escapes",
+            "\x1b]0;pwned\x07\x1b[2J\r\u{202e}kcol\n"
+                .as_bytes()
+                .to_vec(),
+        ),
+        ("one 5 KiB line", vec![b'7'; 5 * 1024]),
+    ];
+    for (what, content) in cases {
+        let (_dir, path) = lock_path();
+        fs::write(&path, &content).unwrap();
+        let excerpt = assert_refused_and_intact(api, &path, Duration::from_secs(5));
+        assert!(!excerpt.is_empty(), "{what}");
+        assert_eq!(fs::read(&path).unwrap(), content, "{what}");
+    }
+}
+
+/// The issue's repro: `printf 'data\n' > data.txt; touch -d '-1 hour'
+/// data.txt`, then a lock on `data.txt` with `stale` 1 s, which used to
+/// break (delete) it. The same for a script, and for a 10 MiB file, which
+/// costs a bounded read.
+fn a_data_file_or_script_at_the_lock_path_is_refused_at_once_and_left_intact(api: &Api) {
+    let cases = [
+        (
+            "data.txt",
+            r"printf 'data\n' > data.txt; touch -d '-1 hour' data.txt",
+            r"data\n",
+        ),
+        (
+            "run.sh",
+            r#"printf '#!/bin/sh\nflock -en "$0" true\n' > run.sh; chmod +x run.sh; touch -d '-1 hour' run.sh"#,
+            r#"#!/bin/sh\nflock -en "$0" true\n"#,
+        ),
+        (
+            "big.txt",
+            r"yes data | head -c 10485760 > big.txt; touch -d '-1 hour' big.txt",
+            "",
+        ),
+    ];
+    for (name, script, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+        let path = dir.path().join(name);
+        let content = fs::read(&path).unwrap();
+        assert!(mtime(&path) < ago(Duration::from_secs(3000)), "{name}");
+
+        let excerpt = assert_refused_and_intact(api, &path, Duration::from_secs(1));
+        if name == "big.txt" {
+            assert_eq!(content.len(), 10 << 20);
+            assert!(excerpt.starts_with(r"data\ndata\n"), "{excerpt}");
+            assert!(excerpt.ends_with('…'), "{excerpt}");
+        } else {
+            assert_eq!(excerpt, expected);
+        }
+        assert_eq!(fs::read(&path).unwrap(), content, "{name} is intact");
+        assert_eq!(names_in(dir.path()), [name]);
+    }
+}
+
+fn a_10_mib_file_is_refused_at_once_after_a_bounded_read(api: &Api) {
     let (dir, path) = lock_path();
+    // Whatever its first line says, a file this large is no lock record.
     let mut content = format!("4242 {OTHER_OWNER} 2026-11-27T10:57:20.000Z\n").into_bytes();
     content.resize(10 << 20, b'x');
     fs::write(&path, &content).unwrap();
-    let before = snap(&path);
-    let started = Instant::now();
-    let summary = foreign_summary(&(api.attempt)(&path, busy()));
-    // Real time: 100 ms of waiting; reading 10 MiB on every poll would show.
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(summary.starts_with("4242 "), "{summary}");
-    assert_eq!(snap(&path), before);
-    stamp(&path, minute_ago());
-    assert!(matches!((api.attempt)(&path, patient()), Outcome::Acquired));
+    // Real time: refused at once; reading 10 MiB would show.
+    let excerpt = assert_refused_and_intact(api, &path, Duration::from_secs(5));
+    assert!(excerpt.starts_with("4242 "), "{excerpt}");
+    assert!(excerpt.ends_with('…'), "{excerpt}");
+    assert_eq!(fs::metadata(&path).unwrap().len(), 10 << 20);
     assert!(trash_in(dir.path()).is_empty());
 }
 
@@ -534,34 +730,31 @@ impl Unblocker {
     }
 }
 
-/// A special file at the lock path: honoured while fresh, never opened,
-/// broken (the name removed) once stale.
+/// A special file at the lock path: refused at once however old, never
+/// opened, never moved or removed.
 fn special_file(api: &Api, path: &Path) {
     let dir = path.parent().unwrap();
+    stamp(path, hour_ago());
+    let names = names_in(dir);
     let watcher = Watcher::new(&[path]);
     let unblocker = Unblocker::new(path);
     let before = snap(path);
-    assert_eq!(foreign_summary(&(api.attempt)(path, busy())), FOREIGN_NODE);
+    let started = Instant::now();
+    assert_eq!(refused_kind((api.attempt)(path, patient()), path), NODE);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused only after {:?}",
+        started.elapsed()
+    );
     let warnings = Warnings::default();
-    assert!(!(api.best_effort)(path, warnings.hook(busy())));
-    assert_eq!(watcher.events(), vec![], "a fresh node is not even touched");
-    assert_eq!(snap(path), before);
-
-    stamp(path, minute_ago());
-    let _ = watcher.events(); // our own stamp: IN_MODIFY
-    assert!(matches!((api.attempt)(path, patient()), Outcome::Acquired));
+    assert!(!(api.best_effort)(path, warnings.hook(patient())));
+    assert!(warnings.any(NODE), "{:?}", warnings.all());
     assert!(!unblocker.finish(), "an open blocked on the node");
     let events = watcher.events();
     assert_no_io(&events, "the node at the lock path");
-    assert!(
-        // Moved to trash, then unlinked (a bound socket's inode lives on
-        // until its listener closes, so no DELETE_SELF for it yet).
-        events
-            .iter()
-            .any(|(_, f, _)| f.contains(ReadFlags::MOVE_SELF)),
-        "the stale node was moved aside: {events:?}"
-    );
-    assert!(!path.exists());
+    assert_eq!(events, vec![], "the node is not even touched");
+    assert_eq!(snap(path), before);
+    assert_eq!(names_in(dir), names, "nothing moved or made beside it");
     assert!(trash_in(dir).is_empty());
 }
 
@@ -604,50 +797,63 @@ fn a_device_node_at_the_lock_path_is_never_opened(api: &Api) {
 // ---------------------------------------------------------------- symbolic links
 
 on_each_api!(
-    a_symlink_at_the_lock_path_never_touches_its_target,
-    a_stale_dangling_symlink_is_removed_and_its_target_never_made,
+    a_symlink_at_the_lock_path_is_refused_and_never_touches_its_target,
+    a_stale_dangling_symlink_is_refused_and_its_target_never_made,
     symlinks_planted_at_trash_like_names_are_never_followed_or_removed,
 );
 
-fn a_symlink_at_the_lock_path_never_touches_its_target(api: &Api) {
+fn a_symlink_at_the_lock_path_is_refused_and_never_touches_its_target(api: &Api) {
     let (dir, path) = lock_path();
     let victim = victim(dir.path());
     std::os::unix::fs::symlink(&victim, &path).unwrap();
-    let before = snap(&victim);
-    let watcher = Watcher::new(&[&victim, victim.parent().unwrap()]);
+    // Old by its own mtime (not the target's, which is fresh): still never
+    // broken.
+    stamp(&path, hour_ago());
+    let before = (snap(&victim), snap(&path));
+    let watcher = Watcher::new(&[&victim, victim.parent().unwrap(), &path]);
 
-    // Followed, the link would show the victim's fresh record; it must show
-    // as a link.
+    // Followed, the link would show the victim's fresh record; it must be
+    // refused as a link, at once.
+    let started = Instant::now();
     assert_eq!(
-        foreign_summary(&(api.attempt)(&path, busy())),
-        "<a symbolic link>"
+        refused_kind((api.attempt)(&path, patient()), &path),
+        "a symbolic link"
     );
-    // Old by its own mtime (not the target's, which is fresh): broken.
-    stamp(&path, minute_ago());
-    assert!(matches!((api.attempt)(&path, patient()), Outcome::Acquired));
-    assert!(!path.exists());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let warnings = Warnings::default();
+    assert!(!(api.best_effort)(&path, warnings.hook(patient())));
+    assert!(warnings.any("a symbolic link"), "{:?}", warnings.all());
     assert!(trash_in(dir.path()).is_empty());
 
-    assert_eq!(watcher.events(), vec![], "the victim was touched");
-    assert_eq!(snap(&victim), before);
+    assert_eq!(
+        watcher.events(),
+        vec![],
+        "the victim or the link was touched"
+    );
+    assert_eq!((snap(&victim), snap(&path)), before);
 }
 
-fn a_stale_dangling_symlink_is_removed_and_its_target_never_made(api: &Api) {
+fn a_stale_dangling_symlink_is_refused_and_its_target_never_made(api: &Api) {
     let (dir, path) = lock_path();
     let victims = dir.path().join("victims");
     fs::create_dir(&victims).unwrap();
     let target = victims.join("created-through-the-link");
     std::os::unix::fs::symlink(&target, &path).unwrap();
-    stamp(&path, minute_ago());
-    let watcher = Watcher::new(&[&victims]);
-    assert!(matches!((api.attempt)(&path, patient()), Outcome::Acquired));
-    assert!(!path.exists());
-    assert!(!target.exists());
+    stamp(&path, hour_ago());
+    let before = snap(&path);
+    let watcher = Watcher::new(&[&victims, &path]);
+    assert_eq!(
+        refused_kind((api.attempt)(&path, patient()), &path),
+        "a symbolic link"
+    );
+    assert_eq!(snap(&path), before, "the link is left as it was");
+    assert!(fs::symlink_metadata(&target).is_err());
     assert_eq!(
         watcher.events(),
         vec![],
-        "something happened in the target's directory"
+        "the link, or something in the target's directory, was touched"
     );
+    assert_eq!(names_in(dir.path()), ["state.lock", "victims"]);
 }
 
 fn symlinks_planted_at_trash_like_names_are_never_followed_or_removed(api: &Api) {
@@ -749,8 +955,9 @@ fn symlinks_swapped_in_at_the_trash_names_mid_step_are_never_followed() {
     assert_eq!(snap(&victim), before);
 }
 
-/// Reads of a 10 MiB lock file, seen from the file system: never more than
-/// 4 KiB asked for or returned, and the big file is never written.
+/// Reads of a 10 MiB file at the lock path, seen from the file system:
+/// never more than 4 KiB asked for or returned, the file is refused, and it
+/// is never written, moved or removed.
 #[test]
 fn reads_of_a_huge_lock_file_are_capped_at_4_kib() {
     let (_dir, path) = lock_path();
@@ -764,27 +971,113 @@ fn reads_of_a_huge_lock_file_are_capped_at_4_kib() {
         false,
     );
     let outcome = heldlock::blocking::block_on(lock.acquire());
-    assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::Backend(BackendError::NotALockFile { size, .. })) if size == 10 << 20
+        ),
+        "{outcome:?}"
+    );
     let reads = vfs.reads();
     assert!(!reads.is_empty());
     assert!(
         reads.iter().all(|&(max, got)| max <= 4096 && got <= 4096),
         "{reads:?}"
     );
-    assert!(!vfs.ops().contains(&Op::Write));
+    for op in [Op::Write, Op::SetMtime, Op::Rename, Op::Link, Op::Unlink] {
+        assert!(!vfs.ops().contains(&op), "{op:?}: {:?}", vfs.ops());
+    }
     assert_eq!(fs::metadata(&path).unwrap().len(), 10 << 20);
 }
 
 // ---------------------------------------------------------------- other users
 
 /// An unreadable lock file, simulated (root reads everything): `EACCES` on
-/// every open and read. Foreign while fresh, broken once stale.
+/// every open. It cannot be told from somebody's data: honoured while
+/// present, never judged stale or broken however old; only the forced break
+/// (`heldlock break --force`) removes it.
 #[test]
-fn an_unreadable_lock_file_is_foreign_and_breakable_only_by_age() {
+fn an_unreadable_lock_file_is_honoured_and_never_broken_even_when_old() {
     let (dir, path) = lock_path();
     write_reference_lock(&path, 4242, OTHER_OWNER, SystemTime::now());
     let vfs = FaultVfs::new();
     vfs.fail_from(Op::OpenRead, Errno::ACCESS, 1);
+    let expect_timeout = |options: LockOptions| {
+        let lock = lock_on(
+            &path,
+            &vfs,
+            heldlock::blocking::ThreadRuntime,
+            options,
+            false,
+        );
+        match heldlock::blocking::block_on(lock.acquire()) {
+            Err(Error::Timeout {
+                holder: Some(Holder::Foreign { summary }),
+                ..
+            }) => assert_eq!(summary, "<an unreadable file>"),
+            other => panic!("expected a timeout on an unreadable lock, got {other:?}"),
+        }
+    };
+    // Fresh: honoured.
+    expect_timeout(busy());
+
+    // An hour old, and watched unchanged for longer than `stale`: both the
+    // wall-clock rule and the unchanged rule would break a lock. Waited for
+    // until `max_wait`, never broken.
+    stamp(&path, hour_ago());
+    let before = snap(&path);
+    vfs.clear_log();
+    let stale = Duration::from_millis(200);
+    let max_wait = Duration::from_secs(1);
+    let started = Instant::now();
+    expect_timeout(LockOptions::new(stale).max_wait(max_wait));
+    assert!(started.elapsed() >= max_wait, "gave up early");
+    for (op, at) in vfs.log() {
+        assert!(
+            !matches!(
+                op,
+                Op::Rename | Op::Link | Op::Unlink | Op::SetMtime | Op::Write
+            ),
+            "{op:?} {}",
+            at.display()
+        );
+        if op == Op::Create {
+            assert_eq!(at, path, "only the lock itself is ever created");
+        }
+    }
+    assert_eq!(snap(&path), before);
+    assert_eq!(names_in(dir.path()), ["state.lock"]);
+
+    // Forced: seen and removed, unreadable as it is.
+    let backend = FsBackend::with_vfs(&path, vfs.clone()).unwrap();
+    let observed = match heldlock::blocking::block_on(backend.inspect_anything()).unwrap() {
+        Inspection::Present(observed) => observed,
+        Inspection::Absent => panic!("the file is there"),
+    };
+    assert!(!observed.breakable);
+    assert_eq!(
+        observed.holder,
+        Holder::Foreign {
+            summary: "<an unreadable file>".to_owned()
+        }
+    );
+    match heldlock::blocking::block_on(backend.break_if_unchanged(&observed)) {
+        Err(BackendError::NotALock {
+            step: Step::Break,
+            resource,
+            ..
+        }) => assert_eq!(resource, path.display().to_string()),
+        other => panic!("expected NotALock, got {other:?}"),
+    }
+    assert_eq!(snap(&path), before);
+    assert_eq!(
+        heldlock::blocking::block_on(backend.break_anything(&observed)).unwrap(),
+        Broke::Broken
+    );
+    assert!(!path.exists());
+    assert!(trash_in(dir.path()).is_empty());
+
+    // The path is free again, even for a lock that cannot reopen its file.
     let lock = lock_on(
         &path,
         &vfs,
@@ -792,17 +1085,7 @@ fn an_unreadable_lock_file_is_foreign_and_breakable_only_by_age() {
         busy(),
         false,
     );
-    match heldlock::blocking::block_on(lock.acquire()) {
-        Err(Error::Timeout {
-            holder: Some(Holder::Foreign { summary }),
-            ..
-        }) => assert_eq!(summary, "<an unreadable file>"),
-        other => panic!("expected a timeout on an unreadable lock, got {other:?}"),
-    }
-    stamp(&path, minute_ago());
     let held = heldlock::blocking::block_on(lock.acquire()).unwrap();
-    // Our own lock must be readable again for the release to recognise it
-    // in trash (see the ignored test below).
     vfs.heal();
     assert_eq!(
         heldlock::blocking::block_on(held.release()).unwrap(),
@@ -846,7 +1129,7 @@ fn a_lock_made_under_a_umask_without_owner_read_is_released() {
         eprintln!("skipped: not root, cannot run a probe as another user");
         return;
     }
-    let (_keep, path) = shared_dir(0o777, false, SystemTime::now());
+    let (_keep, path) = shared_dir(0o777, None, SystemTime::now());
     let script = "umask 0477 && exec \"$0\" \"$@\"";
     let output = Command::new("sh")
         .args([
@@ -869,9 +1152,10 @@ fn a_lock_made_under_a_umask_without_owner_read_is_released() {
 
 /// Runs the test worker's `probe` as the unprivileged user `nobody`; `None`
 /// (after printing why) when this machine cannot.
-fn probe_as_nobody(lock: &Path, max_wait_ms: u64) -> Option<String> {
+fn probe_as_nobody(lock: &Path, stale_ms: u64, max_wait_ms: u64) -> Option<String> {
     let output = Command::new(WORKER)
-        .args(["probe", lock.to_str().unwrap(), "5000"])
+        .args(["probe", lock.to_str().unwrap()])
+        .arg(stale_ms.to_string())
         .arg(max_wait_ms.to_string())
         .uid(65534)
         .gid(65534)
@@ -896,8 +1180,12 @@ fn probe_as_nobody(lock: &Path, max_wait_ms: u64) -> Option<String> {
 }
 
 /// A directory for the other-user tests, with `mode`, holding a root-owned
-/// lock file of mode 0600 (unless `with_lock` is false).
-fn shared_dir(mode: u32, with_lock: bool, stamp_at: SystemTime) -> (tempfile::TempDir, PathBuf) {
+/// lock file of mode `lock_mode` (none when `None`).
+fn shared_dir(
+    mode: u32,
+    lock_mode: Option<u32>,
+    stamp_at: SystemTime,
+) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     // The temporary directory itself must be traversable by `nobody`.
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -905,57 +1193,74 @@ fn shared_dir(mode: u32, with_lock: bool, stamp_at: SystemTime) -> (tempfile::Te
     fs::create_dir(&shared).unwrap();
     fs::set_permissions(&shared, fs::Permissions::from_mode(mode)).unwrap();
     let path = shared.join("state.lock");
-    if with_lock {
+    if let Some(lock_mode) = lock_mode {
         write_reference_lock(&path, 4242, OTHER_OWNER, stamp_at);
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(lock_mode)).unwrap();
         stamp(&path, stamp_at);
     }
     (dir, path)
 }
 
+/// A lock file the other user may not read cannot be told from somebody's
+/// data: honoured, and never broken however old, whatever the directory
+/// allows.
 #[test]
-fn a_0600_lock_of_another_user_is_foreign_and_breakable_only_by_age_where_the_directory_allows() {
+fn a_0600_lock_of_another_user_is_honoured_and_never_broken_even_when_old() {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: not root, cannot run a probe as another user");
         return;
     }
-    // Fresh: unreadable, so foreign, and honoured.
-    let (_keep, path) = shared_dir(0o777, true, SystemTime::now());
-    let before = snap(&path);
-    let Some(out) = probe_as_nobody(&path, 100) else {
+    for mode in [0o777, 0o1777, 0o755] {
+        let (_keep, path) = shared_dir(mode, Some(0o600), hour_ago());
+        let before = snap(&path);
+        // `stale` 200 ms and a 1 s wait: both the wall-clock rule and the
+        // unchanged rule would break a lock.
+        let Some(out) = probe_as_nobody(&path, 200, 1000) else {
+            return;
+        };
+        assert_eq!(
+            out, "timeout holder=an unrecognised lock (\"<an unreadable file>\")",
+            "{mode:o}"
+        );
+        assert_eq!(snap(&path), before, "{mode:o}");
+        assert_eq!(names_in(path.parent().unwrap()), ["state.lock"], "{mode:o}");
+    }
+}
+
+/// A stale lock of another user that the prober may read.
+#[test]
+fn a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: not root, cannot run a probe as another user");
+        return;
+    }
+    // In a directory anyone may write (no sticky bit): broken, taken and
+    // released by the other user.
+    let (_keep, path) = shared_dir(0o777, Some(0o644), minute_ago());
+    let Some(out) = probe_as_nobody(&path, 5000, 5000) else {
         return;
     };
-    assert_eq!(
-        out,
-        "timeout holder=an unrecognised lock (\"<an unreadable file>\")"
-    );
-    assert_eq!(snap(&path), before);
-
-    // Stale, in a directory anyone may write (no sticky bit): broken, taken
-    // and released by the other user.
-    let (_keep, path) = shared_dir(0o777, true, minute_ago());
-    let out = probe_as_nobody(&path, 5000).unwrap();
     assert_eq!(out, "acquired released=Released");
     assert!(!path.exists());
     assert!(trash_in(path.parent().unwrap()).is_empty());
 
-    // Stale, in a sticky directory (like /tmp): only the file's owner may
-    // move it, so the break fails with a typed error and nothing moves.
-    let (_keep, path) = shared_dir(0o1777, true, minute_ago());
+    // In a sticky directory (like /tmp): only the file's owner may move it,
+    // so the break fails with a typed error and nothing moves.
+    let (_keep, path) = shared_dir(0o1777, Some(0o644), minute_ago());
     let before = snap(&path);
-    let out = probe_as_nobody(&path, 5000).unwrap();
+    let out = probe_as_nobody(&path, 5000, 5000).unwrap();
     let eperm = Errno::PERM.raw_os_error();
     assert_eq!(
         out,
         format!("error step=break errno={eperm} action=rename the lock file to trash")
     );
     assert_eq!(snap(&path), before);
-    assert!(trash_in(path.parent().unwrap()).is_empty());
+    assert_eq!(names_in(path.parent().unwrap()), ["state.lock"]);
 
-    // Stale, in a directory the other user cannot write: the same, EACCES.
-    let (_keep, path) = shared_dir(0o755, true, minute_ago());
+    // In a directory the other user cannot write: the same, EACCES.
+    let (_keep, path) = shared_dir(0o755, Some(0o644), minute_ago());
     let before = snap(&path);
-    let out = probe_as_nobody(&path, 5000).unwrap();
+    let out = probe_as_nobody(&path, 5000, 5000).unwrap();
     let eacces = Errno::ACCESS.raw_os_error();
     // Breaking starts with the break marker beside the lock: refused first.
     assert_eq!(
@@ -966,8 +1271,8 @@ fn a_0600_lock_of_another_user_is_foreign_and_breakable_only_by_age_where_the_di
 
     // No lock, and a directory the other user cannot write: the create
     // fails with EACCES, naming the step.
-    let (_keep, path) = shared_dir(0o755, false, SystemTime::now());
-    let out = probe_as_nobody(&path, 5000).unwrap();
+    let (_keep, path) = shared_dir(0o755, None, SystemTime::now());
+    let out = probe_as_nobody(&path, 5000, 5000).unwrap();
     assert_eq!(
         out,
         format!("error step=create errno={eacces} action=create the lock file")

@@ -17,6 +17,38 @@ use std::time::Instant;
 /// The README's test command; CI runs exactly this.
 const TEST_COMMAND: &[&str] = &["test", "--workspace", "--locked"];
 
+/// The simulator's safeguard tests, which turn single safeguards of the
+/// protocol off through heldlock-fs's test-only switches: built on their own
+/// so that the workspace's tests build the heldlock-fs users get.
+const SAFEGUARD_TESTS: &[&str] = &[
+    "test",
+    "--locked",
+    "--package",
+    "heldlock-sim",
+    "--features",
+    "safeguard-switches",
+    "--test",
+    "safeguards",
+    "--test",
+    "suspect",
+];
+
+/// Clippy over the code that only the safeguard build compiles.
+const SAFEGUARD_CLIPPY: &[&str] = &[
+    "clippy",
+    "--locked",
+    "--package",
+    "heldlock-sim",
+    "--package",
+    "heldlock-fs",
+    "--all-targets",
+    "--features",
+    "heldlock-sim/safeguard-switches",
+    "--",
+    "-D",
+    "warnings",
+];
+
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -71,6 +103,10 @@ fn ci() -> Result<(), String> {
         &[],
     )?;
     cargo(TEST_COMMAND, &[])?;
+    // The safeguard switches are test-only and never in the workspace's
+    // build: their checks run in builds of their own.
+    cargo(SAFEGUARD_CLIPPY, &[])?;
+    cargo(SAFEGUARD_TESTS, &[])?;
     cargo(
         &["doc", "--workspace", "--no-deps", "--locked"],
         &[("RUSTDOCFLAGS", "-D warnings")],
@@ -97,17 +133,13 @@ fn sim(args: &[String]) -> Result<(), String> {
         Some(command @ ("campaign" | "replay" | "serializer" | "help")) => (command, &args[1..]),
         _ => ("campaign", args),
     };
-    let mut cargo_args = vec![
-        "run",
-        "--release",
-        "--quiet",
-        "--package",
-        "heldlock-sim",
-        "--bin",
-        "heldlock-sim",
-        "--",
-        command,
-    ];
+    let mut cargo_args = vec!["run", "--release", "--quiet", "--package", "heldlock-sim"];
+    // Only a campaign that turns a safeguard off needs the switches; every
+    // other one runs the protocol exactly as users build it.
+    if rest.iter().any(|arg| arg == "--safeguard-off") {
+        cargo_args.extend(["--features", "safeguard-switches"]);
+    }
+    cargo_args.extend(["--bin", "heldlock-sim", "--", command]);
     cargo_args.extend(rest.iter().map(String::as_str));
     cargo(&cargo_args, &[])
 }

@@ -25,7 +25,14 @@ pub(crate) async fn break_lock(args: BreakArgs) -> Result<u8, CliError> {
     let path = cli::lock_path(&args.lock)?;
     let shown = path.display().to_string();
     let backend = FsBackend::new(&path).map_err(|error| CliError::Usage(error.to_string()))?;
-    let observed = match backend.inspect().await {
+    // Without --force, only a lock is ever broken: anything else at the
+    // path is refused by `inspect` with what it is.
+    let looked = if args.force {
+        backend.inspect_anything().await
+    } else {
+        backend.inspect().await
+    };
+    let observed = match looked {
         Ok(Inspection::Present(observed)) => observed,
         Ok(Inspection::Absent) => {
             outln!("{shown}: already free");
@@ -50,7 +57,18 @@ pub(crate) async fn break_lock(args: BreakArgs) -> Result<u8, CliError> {
                 .map_or_else(|| "unknown".to_owned(), |r| r.owner.to_string())
         );
     }
-    match backend.break_if_unchanged(&observed).await {
+    if !observed.breakable {
+        outln!(
+            "{shown}: removing something that heldlock cannot tell from a lock (--force): {}",
+            view.who()
+        );
+    }
+    let broke = if args.force {
+        backend.break_anything(&observed).await
+    } else {
+        backend.break_if_unchanged(&observed).await
+    };
+    match broke {
         Ok(Broke::Broken) => {
             outln!(
                 "{shown}: broken (was held by {}, not refreshed for {})",

@@ -45,15 +45,19 @@ pub(crate) enum Command {
         when the command ends, and exit with the command's status (128+N if it was killed by \
         signal N).\n\n\
         SIGINT, SIGTERM and SIGHUP sent to heldlock are forwarded to the command; the lock is \
-        released however the command ends. The command sees HELDLOCK_PATH (the absolute lock \
+        released however the command ends. The command inherits a descriptor of the lock file \
+        and the kernel lock held on it, as with flock(1): if heldlock itself is killed, \
+        contenders on this host keep waiting while any process of the command runs (contenders \
+        on other hosts see only the heartbeat, which stops with heldlock). The command sees HELDLOCK_PATH (the absolute lock \
         path) and HELDLOCK_OWNER (the owner id in the lock file; unset when running unlocked).\n\n\
         If the lock is lost while the command runs (a peer judged it stale and broke it), \
         heldlock warns on stderr but does not stop the command: killing it half-way could do \
         more harm than finishing, and only the command knows how to stop safely.\n\n\
         When the lock cannot be had, heldlock exits 75 naming the holder, or with \
-        --best-effort warns and runs the command unlocked. A symbolic link, FIFO or other \
-        non-file at the lock path counts as somebody else's lock (never followed, broken only \
-        by age); a directory at the lock path is an error (exit 1)."
+        --best-effort warns and runs the command unlocked. Only a lock file (empty, a lock \
+        record, or the start of one left by a crash) is ever broken: any other file, a symbolic \
+        link, FIFO, device or directory at the lock path is an error at once (exit 1), and is \
+        never touched."
     )]
     #[command(override_usage = "heldlock run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...")]
     Run(RunArgs),
@@ -64,7 +68,9 @@ pub(crate) enum Command {
         long_about = "Break the lock if it has not been refreshed for --stale (by this host's \
         wall clock), through the safe protocol: the lock is removed only if it is still exactly \
         the one inspected, never a replacement. With --force a fresh lock is broken too, after \
-        printing whose it was; its holder finds the lock lost at its next heartbeat.\n\n\
+        printing whose it was; its holder finds the lock lost at its next heartbeat. A file \
+        that is not a lock (a data file, a symbolic link, ...) is refused unless --force is \
+        given, which removes it (a link itself, never its target).\n\n\
         Exit 0 when the lock was broken or was already free; 1 when it was refused (fresh, \
         without --force) or the lock changed meanwhile."
     )]
@@ -147,7 +153,8 @@ pub(crate) struct BreakArgs {
     #[arg(long, value_name = "D", default_value = "30s", value_parser = duration::parse_positive)]
     pub(crate) stale: Duration,
 
-    /// Break the lock even if it is fresh (after printing whose it was).
+    /// Break the lock even if it is fresh (after printing whose it was), or
+    /// remove what stands at the lock path even if it is not a lock.
     #[arg(long)]
     pub(crate) force: bool,
 }

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use heldlock::backend::Observed;
-use heldlock::{Holder, LockRecord};
+use heldlock::backend::{HostProbe, LocalHost, Observed};
+use heldlock::{DEFAULT_MAX_DECLARED_STALE, Holder, LockRecord};
 
 use crate::duration::show;
 
@@ -16,8 +16,8 @@ pub(crate) enum Format {
     /// Exactly `<pid> <owner> <time>`: the reference implementation's format
     /// (which heldlock also writes while it records no extra fields).
     Reference,
-    /// Content that does not parse as a record, or not a regular file:
-    /// somebody else's lock, broken only by age.
+    /// A lock without a whole record (empty, cut short by a crash, or
+    /// unreadable): judged by age only.
     Foreign,
 }
 
@@ -36,7 +36,9 @@ impl Format {
         match self {
             Format::Heldlock => "heldlock record (pid, owner, time and key=value fields)",
             Format::Reference => "three-field record (pid, owner, time: the reference's format)",
-            Format::Foreign => "foreign (not a lock record; breakable by age only)",
+            Format::Foreign => {
+                "no whole record (empty, cut short or unreadable; judged by age only)"
+            }
         }
     }
 }
@@ -55,6 +57,13 @@ pub(crate) struct View {
     /// Whether the stamp lies in the future of our clock (never stale by the
     /// wall-clock rule).
     pub(crate) stamp_in_future: bool,
+    /// Whether a live process on this host holds it through a kernel lock
+    /// (the holder, or a command that inherited its descriptor): never
+    /// stale, whatever its age.
+    pub(crate) kernel_held: bool,
+    /// Whether it can be told from somebody's file (`false` for a file
+    /// heldlock may not read): never stale, since it is never broken.
+    pub(crate) breakable: bool,
 }
 
 impl View {
@@ -68,19 +77,41 @@ impl View {
             Holder::Record(record) => (Some(record.clone()), None),
             Holder::Foreign { summary } => (None, Some(summary.clone())),
         };
+        let kernel_held = observed.kernel_held
+            && record
+                .as_ref()
+                .is_some_and(|record| LocalHost::new().shares_host(record));
         View {
             record,
             summary,
             refreshed_at: observed.refreshed_at,
             age,
             stamp_in_future,
+            kernel_held,
+            breakable: observed.breakable,
         }
     }
 
+    /// The age after which the lock is stale for a contender whose own is
+    /// `stale`: the longer of it and the one its holder declared (capped as
+    /// the library caps it by default).
+    pub(crate) fn stale_after(&self, stale: Duration) -> Duration {
+        self.record
+            .as_ref()
+            .and_then(LockRecord::declared_stale)
+            .map_or(stale, |declared| {
+                stale.max(declared.min(DEFAULT_MAX_DECLARED_STALE))
+            })
+    }
+
     /// Whether the lock is stale by the wall-clock rule: its stamp is older
-    /// than `stale` (a stamp in the future never is).
+    /// than [`stale_after`](Self::stale_after) (a stamp in the future never
+    /// is), and no live process on this host holds it.
     pub(crate) fn is_stale(&self, stale: Duration) -> bool {
-        !self.stamp_in_future && self.age > stale
+        self.breakable
+            && !self.kernel_held
+            && !self.stamp_in_future
+            && self.age > self.stale_after(stale)
     }
 
     /// The record's format.
@@ -105,9 +136,6 @@ impl View {
                 Some(host) => format!("pid {} on {host}", record.pid),
                 None => format!("pid {}", record.pid),
             },
-            (None, Some(summary)) if summary == "<a symbolic link>" => {
-                "a symbolic link, never followed (a foreign lock)".to_owned()
-            }
             (None, summary) => format!(
                 "a foreign lock ({:?})",
                 summary.as_deref().unwrap_or_default()
@@ -123,7 +151,12 @@ impl View {
         } else {
             show(self.age)
         };
-        let judgement = if self.is_stale(stale) {
+        let stale = self.stale_after(stale);
+        let judgement = if self.kernel_held {
+            "held by a live process on this host: never stale while it runs".to_owned()
+        } else if !self.breakable {
+            "unreadable: never broken by heldlock".to_owned()
+        } else if self.is_stale(stale) {
             format!("stale: older than {}", show(stale))
         } else {
             format!("stale after {}", show(stale))
@@ -138,11 +171,7 @@ mod tests {
     use heldlock::backend::Identity;
 
     fn observed(holder: Holder, age: Duration, now: SystemTime) -> Observed {
-        Observed {
-            holder,
-            identity: Identity::new(vec![1u8]),
-            refreshed_at: now - age,
-        }
+        Observed::new(holder, Identity::new(vec![1u8]), now - age)
     }
 
     fn record(fields: Vec<(String, String)>) -> Holder {
@@ -160,10 +189,8 @@ mod tests {
         assert!(!fresh.is_stale(stale));
         let old = View::new(&observed(record(vec![]), Duration::from_secs(31), now), now);
         assert!(old.is_stale(stale));
-        let future = Observed {
-            refreshed_at: now + Duration::from_secs(600),
-            ..observed(record(vec![]), Duration::ZERO, now)
-        };
+        let mut future = observed(record(vec![]), Duration::ZERO, now);
+        future.refreshed_at = now + Duration::from_secs(600);
         let future = View::new(&future, now);
         assert!(!future.is_stale(stale));
         assert_eq!(future.age, Duration::ZERO);

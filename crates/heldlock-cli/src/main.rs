@@ -17,12 +17,15 @@
 //! * a lost lock (a peer broke it while the command ran) is reported on
 //!   stderr, and the command is not stopped: only it knows how to stop
 //!   safely half-way;
-//! * a symbolic link (or FIFO, socket, device) at the lock path is somebody
-//!   else's lock as far as the protocol goes: never followed, broken only by
-//!   age; while it is fresh `run` exits 75 saying so. A directory at the
-//!   lock path or an unwritable directory is an error that waiting would not
-//!   cure: exit 1. `--best-effort` turns either into a warning and an
-//!   unlocked run.
+//! * only a lock is ever broken: a file at the lock path that is not one (a
+//!   data file, a script, a symbolic link, a FIFO, socket, device or
+//!   directory) is an error that waiting would not cure: exit 1, the file
+//!   untouched (`break --force` removes it on request). An unwritable
+//!   directory is the same kind of error. `--best-effort` turns either into
+//!   a warning and an unlocked run.
+//! * the command inherits a descriptor of the lock file and its kernel lock:
+//!   if heldlock is killed, contenders on this host still wait for as long
+//!   as any process of the command runs.
 #![warn(missing_docs)]
 
 /// Prints a line on stdout. A closed pipe (`heldlock status x | head -0`)

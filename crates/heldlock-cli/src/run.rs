@@ -85,7 +85,26 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
         // A HELDLOCK_OWNER inherited from an outer `heldlock run` is not ours.
         None => command.env_remove(ENV_OWNER),
     };
-    let status = match command.spawn() {
+    // The command inherits a descriptor of the lock file, and with it the
+    // kernel lock taken on it: should heldlock die first, contenders on
+    // this host still see the lock held for as long as any process of the
+    // command runs (as with flock(1)). Ours is closed once it has started.
+    let inherited = match &held {
+        Some(held) => match lock.inheritable_descriptor(held) {
+            Ok(fd) => Some(fd),
+            Err(error) => {
+                errln!(
+                    "heldlock: warning: the command cannot inherit the lock file ({error}); \
+                     the lock is held only while heldlock itself runs"
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let spawned = command.spawn();
+    drop(inherited);
+    let status = match spawned {
         Ok(mut child) => supervise(&mut child, held.as_ref(), &mut signals, &path).await,
         Err(source) => Err(CliError::Spawn {
             program: program.to_string_lossy().into_owned(),

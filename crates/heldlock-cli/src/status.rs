@@ -65,7 +65,8 @@ fn to_json(shown: &str, view: &View, args: &StatusArgs) -> Value {
         "age_ms": u64::try_from(view.age.as_millis()).unwrap_or(u64::MAX),
         "stamp_in_future": view.stamp_in_future,
         "stale": view.is_stale(args.stale),
-        "stale_after_ms": u64::try_from(args.stale.as_millis()).unwrap_or(u64::MAX),
+        "stale_after_ms": u64::try_from(view.stale_after(args.stale).as_millis()).unwrap_or(u64::MAX),
+        "kernel_held": view.kernel_held,
         "format": view.format().name(),
         "fields": fields,
         "summary": view.summary,
@@ -95,10 +96,17 @@ fn print_text(shown: &str, view: &View, args: &StatusArgs) {
         format!("{} since its last refresh", show(view.age))
     };
     outln!("  age:    {age}");
-    let stale = if view.is_stale(args.stale) {
-        format!("yes (not refreshed for more than {})", show(args.stale))
+    let stale_after = view.stale_after(args.stale);
+    let stale = if view.kernel_held {
+        "no (a live process on this host holds its kernel lock: the holder, \
+         or a command that outlived it)"
+            .to_owned()
+    } else if !view.breakable {
+        "no (unreadable: heldlock cannot tell it from a file and never breaks it)".to_owned()
+    } else if view.is_stale(args.stale) {
+        format!("yes (not refreshed for more than {})", show(stale_after))
     } else {
-        format!("no (stale after {} without refresh)", show(args.stale))
+        format!("no (stale after {} without refresh)", show(stale_after))
     };
     outln!("  stale:  {stale}");
     outln!("  format: {}", view.format().describe());

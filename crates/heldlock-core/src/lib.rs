@@ -35,8 +35,8 @@ pub use lock::handle::Lock;
 pub use lock::lease::{HeldLock, LockState};
 pub use lock::memory::MemoryBackend;
 pub use lock::options::{
-    DEFAULT_MAX_WAIT, DEFAULT_POLL, LockOptions, MAX_DURATION, MIN_DEFAULT_HEARTBEAT, OptionsError,
-    Timing, Warning, WarningHook,
+    DEFAULT_MAX_DECLARED_STALE, DEFAULT_MAX_WAIT, DEFAULT_POLL, LockOptions, MAX_DURATION,
+    MIN_DEFAULT_HEARTBEAT, OptionsError, Timing, Warning, WarningHook,
 };
 pub use lock::probe::HostProbe;
 pub use lock::record::{Holder, Identity, Inspection, LockRecord, Observed, OwnerId};

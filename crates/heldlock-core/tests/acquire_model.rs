@@ -49,11 +49,11 @@ fn answer() -> impl Strategy<Value = Answer> {
 }
 
 fn observed(id: u8, stamp: SystemTime) -> Observed {
-    Observed {
-        holder: Holder::Record(LockRecord::for_this_process(stamp)),
-        identity: Identity::new(vec![id]),
-        refreshed_at: stamp,
-    }
+    Observed::new(
+        Holder::Record(LockRecord::for_this_process(stamp)),
+        Identity::new(vec![id]),
+        stamp,
+    )
 }
 
 proptest! {

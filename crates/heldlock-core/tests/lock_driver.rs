@@ -179,7 +179,17 @@ fn a_holder_the_probe_proves_dead_is_broken_without_waiting_for_stale() {
         .unwrap()
         .with_host_probe(probe.clone());
     let held = futures::executor::block_on(holder.acquire()).unwrap();
-    assert!(held.record().fields.is_empty(), "no probe: no fields");
+    let fields: Vec<&str> = held
+        .record()
+        .fields
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        [LockRecord::STALE_FIELD],
+        "no probe: only the declared stale"
+    );
     std::mem::forget(held); // the holder "dies" holding the lock
     let taken = futures::executor::block_on(waiter.acquire()).unwrap();
     assert!(probe.asked.load(Ordering::SeqCst));

@@ -38,11 +38,11 @@ impl Clock {
 }
 
 fn observed(identity: u8, refreshed_at: SystemTime) -> Observed {
-    Observed {
-        holder: Holder::Record(LockRecord::for_this_process(refreshed_at)),
-        identity: Identity::new(vec![identity]),
+    Observed::new(
+        Holder::Record(LockRecord::for_this_process(refreshed_at)),
+        Identity::new(vec![identity]),
         refreshed_at,
-    }
+    )
 }
 
 #[test]

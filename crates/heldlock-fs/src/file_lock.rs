@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,6 +45,7 @@ use crate::host::LocalHost;
 /// ```
 pub struct FileLock<R> {
     lock: Lock,
+    backend: Arc<FsBackend>,
     path: PathBuf,
     runtime: PhantomData<fn() -> R>,
 }
@@ -73,11 +75,24 @@ impl<R: Runtime> FileLock<R> {
         runtime: R,
     ) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
-        let stale = options.validate()?.stale;
+        let timing = options.validate()?;
         // Trash abandoned by a process killed mid-step is swept once it is
-        // older than `stale`.
-        let backend = FsBackend::new(&path)?.sweep_trash_older_than(stale);
-        let lock = Lock::new(Arc::new(backend), Arc::new(runtime), options)?
+        // older than `stale`; a break marker expires once older than the
+        // longest a lock of ours may look fresh to a peer.
+        let backend = Arc::new(
+            FsBackend::new(&path)?
+                .sweep_trash_older_than(timing.stale)
+                .expire_break_markers_after(timing.stale.saturating_add(timing.max_clock_skew)),
+        );
+        // On a network file system a system call can hang for as long as its
+        // server is gone: the steps run on a worker thread, so that the
+        // lock's deadlines (`max_wait`, the lease's expiry) hold.
+        let dyn_backend: Arc<dyn heldlock_core::LockBackend> = if crate::is_network_fs(&path) {
+            Arc::new(crate::Offload::new(Arc::clone(&backend)))
+        } else {
+            backend.clone()
+        };
+        let lock = Lock::new(dyn_backend, Arc::new(runtime), options)?
             // Waiters of this process take turns among themselves first: only
             // one of them polls the file system, and they get it in call order.
             .queue_in_process(true)
@@ -86,6 +101,7 @@ impl<R: Runtime> FileLock<R> {
             .with_host_probe(Arc::new(LocalHost::new()));
         Ok(FileLock {
             lock,
+            backend,
             path,
             runtime: PhantomData,
         })
@@ -135,6 +151,23 @@ impl<R: Runtime> FileLock<R> {
         self.lock.with_lock(task).await
     }
 
+    /// A new descriptor of `held`'s lock file, without close-on-exec, for a
+    /// child process to inherit: the exclusive kernel lock the holder took
+    /// on the file lives while any process keeps such a descriptor open, and
+    /// a contender on this host treats it as proof of life. So a command
+    /// run under the lock keeps it held even if this process dies first
+    /// (what `heldlock run` does, and what `flock(1)` users expect). Close
+    /// it in this process once the child has started.
+    ///
+    /// # Errors
+    ///
+    /// [`std::io::ErrorKind::NotFound`] when `held` is not a lock this
+    /// `FileLock` holds (released, or another lock's); the `dup` error
+    /// otherwise.
+    pub fn inheritable_descriptor(&self, held: &HeldLock) -> std::io::Result<OwnedFd> {
+        self.backend.inheritable_descriptor(held.owner())
+    }
+
     /// Looks at the lock file without touching it.
     ///
     /// # Errors
@@ -149,6 +182,7 @@ impl<R> Clone for FileLock<R> {
     fn clone(&self) -> Self {
         FileLock {
             lock: self.lock.clone(),
+            backend: Arc::clone(&self.backend),
             path: self.path.clone(),
             runtime: PhantomData,
         }

@@ -1,15 +1,18 @@
 //! Same-host liveness on Linux: who we are, and whether a holder is dead.
 //!
 //! A record written by heldlock on Linux carries `host=` (the host name),
-//! `boot=` (the kernel's boot id), `pidns=` (the pid namespace's inode) and
-//! `start=` (the process start time, in clock ticks since boot, from
-//! `/proc/<pid>/stat`). A waiter whose own host, boot and pid namespace are the
-//! same can prove the holder dead: its pid no longer exists (`/proc` has no
-//! entry and the kernel confirms it), its process has exited (a zombie with
-//! only its first thread left), or it belongs to a process started at
-//! another time (the pid was reused). Any doubt (other host, boot or
-//! namespace, missing fields, unreadable or hidden `/proc` entries) means
-//! "not known dead", and the lock falls back to stale judgment.
+//! `boot=` (the kernel's boot id), `pidns=` (the pid namespace's inode),
+//! `timens=` (the time namespace's inode) and `start=` (the process start
+//! time, in clock ticks since boot, from `/proc/<pid>/stat`). A pid means the
+//! same process only within one pid namespace, and a start time the same
+//! instant only within one time namespace (`/proc` shifts it by the reader's
+//! boot-clock offset), so only a waiter that agrees on all of them can prove
+//! the holder dead: its pid no longer exists (`/proc` has no entry and the
+//! kernel confirms it), its process has exited (a zombie with only its first
+//! thread left), or it belongs to a process started at another time (the pid
+//! was reused). Any doubt (other host, boot or namespace, missing fields,
+//! unreadable or hidden `/proc` entries) means "not known dead", and the lock
+//! falls back to stale judgment.
 
 use std::sync::{Arc, OnceLock};
 
@@ -29,7 +32,21 @@ struct Identity {
     host: Option<String>,
     boot: Option<String>,
     pidns: Option<String>,
+    timens: TimeNamespace,
     start: Option<String>,
+}
+
+/// Our time namespace, as `/proc` tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TimeNamespace {
+    /// The inode of our time namespace.
+    Inode(String),
+    /// The kernel has no time namespaces (before Linux 5.6, or built without
+    /// `CONFIG_TIME_NS`): every process on it reads one boot clock, and no
+    /// record written on it carries `timens=`.
+    NoneOnThisKernel,
+    /// `/proc` did not tell: no pid verdict.
+    Unknown,
 }
 
 /// This process's identity, read once, and read again (uncached) in a child
@@ -64,13 +81,30 @@ fn identity_in(first: &OnceLock<Arc<Identity>>, pid: u32) -> Arc<Identity> {
 /// describe another process, and waiters would judge this one by that
 /// process's life. Without them, no waiter judges this process's locks by
 /// pid at all.
+///
+/// The time namespace is read with the start time, since the record states
+/// through which boot clock that start time was read (a process enters
+/// another time namespace only while it has no other thread, so no `setns`
+/// falls between the two reads). A process that enters another one after
+/// its first lock keeps what it read: its records stay true, but its own
+/// verdicts would read other processes' start times through the new clock.
 fn read_identity(pid: u32) -> Identity {
     let proc_agrees = proc_self_pid() == Some(pid);
+    let pidns = proc_agrees.then(pid_namespace).flatten();
+    // The pid namespace's link proves that `/proc/self/ns` is there, so a
+    // missing time link means a kernel without time namespaces, not a
+    // missing `/proc`.
+    let timens = if pidns.is_some() {
+        time_namespace()
+    } else {
+        TimeNamespace::Unknown
+    };
     Identity {
         pid,
         host: host_name(),
         boot: boot_id(),
-        pidns: proc_agrees.then(pid_namespace).flatten(),
+        pidns,
+        timens,
         start: proc_agrees
             .then(|| read_stat("/proc/self/stat").ok())
             .flatten()
@@ -103,8 +137,28 @@ fn boot_id() -> Option<String> {
 /// `pid:[4026531836]`).
 fn pid_namespace() -> Option<String> {
     let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    let link = link.to_str()?;
-    let inode = link.strip_prefix("pid:[")?.strip_suffix(']')?;
+    namespace_inode(&link, "pid")
+}
+
+/// Our time namespace (`/proc/self/ns/time` reads as `time:[4026531834]`).
+/// Only asked once `/proc/self/ns` is known to be there.
+fn time_namespace() -> TimeNamespace {
+    match std::fs::read_link("/proc/self/ns/time") {
+        Ok(link) => {
+            namespace_inode(&link, "time").map_or(TimeNamespace::Unknown, TimeNamespace::Inode)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => TimeNamespace::NoneOnThisKernel,
+        Err(_) => TimeNamespace::Unknown,
+    }
+}
+
+/// The inode number in a namespace link `<kind>:[<inode>]`.
+fn namespace_inode(link: &std::path::Path, kind: &str) -> Option<String> {
+    let inode = link
+        .to_str()?
+        .strip_prefix(kind)?
+        .strip_prefix(":[")?
+        .strip_suffix(']')?;
     inode.parse::<u64>().ok().map(|n| n.to_string())
 }
 
@@ -234,38 +288,71 @@ impl LocalHost {
     pub fn new() -> Self {
         LocalHost
     }
+}
 
-    /// Whether `record` was written on this host, boot and pid namespace
-    /// (so its pid means the same process to us), and by which start time.
-    fn same_host_start(record: &LockRecord) -> Option<u64> {
-        let me = identity();
-        let same = |key: &str, ours: &Option<String>| {
-            ours.as_deref()
-                .is_some_and(|ours| record.field(key) == Some(ours))
-        };
-        if !(same("host", &me.host) && same("boot", &me.boot) && same("pidns", &me.pidns)) {
-            return None;
-        }
-        record.field("start")?.parse().ok()
+/// Whether `record` states `ours` for `key`. A value missing on either side
+/// agrees with nothing.
+fn agrees(record: &LockRecord, key: &str, ours: Option<&str>) -> bool {
+    ours.is_some_and(|ours| record.field(key) == Some(ours))
+}
+
+fn shares_host_with(me: &Identity, record: &LockRecord) -> bool {
+    agrees(record, "host", me.host.as_deref()) && agrees(record, "boot", me.boot.as_deref())
+}
+
+/// The start time of the process that wrote `record`, when its pid and start
+/// time mean to `me` what they meant to it: same host, boot, pid namespace
+/// and time namespace. `None` (no pid verdict, the heartbeat's age decides)
+/// on any disagreement, a field missing on either side included.
+///
+/// A record without `timens=` agrees only on a kernel without time
+/// namespaces: the same boot means the same kernel, so its writer had none
+/// either, and there is only one boot clock. Where the kernel has them, a
+/// record without the field (an older heldlock's) is not judged by pid.
+fn pid_verdict_start(me: &Identity, record: &LockRecord) -> Option<u64> {
+    let timens_agrees = match &me.timens {
+        TimeNamespace::Inode(ours) => agrees(record, "timens", Some(ours)),
+        TimeNamespace::NoneOnThisKernel => record.field("timens").is_none(),
+        TimeNamespace::Unknown => false,
+    };
+    let agree = shares_host_with(me, record)
+        && agrees(record, "pidns", me.pidns.as_deref())
+        && timens_agrees;
+    if !agree {
+        return None;
     }
+    record.field("start")?.parse().ok()
 }
 
 impl HostProbe for LocalHost {
     fn fields(&self) -> Vec<(String, String)> {
         let me = identity();
+        let timens = match &me.timens {
+            TimeNamespace::Inode(inode) => Some(inode),
+            TimeNamespace::NoneOnThisKernel | TimeNamespace::Unknown => None,
+        };
         [
-            ("host", &me.host),
-            ("boot", &me.boot),
-            ("pidns", &me.pidns),
-            ("start", &me.start),
+            ("host", me.host.as_ref()),
+            ("boot", me.boot.as_ref()),
+            ("pidns", me.pidns.as_ref()),
+            ("timens", timens),
+            ("start", me.start.as_ref()),
         ]
         .into_iter()
-        .filter_map(|(key, value)| value.as_ref().map(|v| (key.to_owned(), v.clone())))
+        .filter_map(|(key, value)| value.map(|v| (key.to_owned(), v.clone())))
         .collect()
     }
 
+    /// The record's host and boot are ours, so the kernel it used is the
+    /// one we use: a kernel lock it holds on a file is visible to us
+    /// whatever pid or time namespace either of us is in. `false` when the
+    /// record or we lack the host or the boot.
+    fn shares_host(&self, record: &LockRecord) -> bool {
+        shares_host_with(&identity(), record)
+    }
+
     fn holder_is_dead(&self, record: &LockRecord) -> bool {
-        let Some(start) = Self::same_host_start(record) else {
+        let Some(start) = pid_verdict_start(&identity(), record) else {
             return false;
         };
         if crate::watch::watched_alive(record.pid, start) {
@@ -275,7 +362,7 @@ impl HostProbe for LocalHost {
     }
 
     fn watch_exit(&self, record: &LockRecord) -> Option<ChangeListener> {
-        let start = Self::same_host_start(record)?;
+        let start = pid_verdict_start(&identity(), record)?;
         crate::watch::process_exit(record.pid, start)
     }
 }
@@ -329,6 +416,7 @@ mod tests {
         // judges it by pid.
         let elsewhere = read_identity(std::process::id().wrapping_add(1));
         assert_eq!((elsewhere.start, elsewhere.pidns), (None, None));
+        assert_eq!(elsewhere.timens, TimeNamespace::Unknown);
         assert_eq!((&elsewhere.host, &elsewhere.boot), (&ours.host, &ours.boot));
     }
 
@@ -454,7 +542,7 @@ mod tests {
         record.pid = u32::MAX - 1; // surely no such process here
         record.fields = probe.fields();
         let dead_here = probe.holder_is_dead(&record);
-        for other in ["host", "boot", "pidns"] {
+        for other in ["host", "boot", "pidns", "timens"] {
             let mut elsewhere = record.clone();
             for (key, value) in &mut elsewhere.fields {
                 if key == other {
@@ -462,6 +550,13 @@ mod tests {
                 }
             }
             assert!(!probe.holder_is_dead(&elsewhere), "another {other}");
+            assert!(probe.watch_exit(&elsewhere).is_none(), "another {other}");
+            let mut without = record.clone();
+            without.fields.retain(|(key, _)| key != other);
+            if identity().timens != TimeNamespace::NoneOnThisKernel || other != "timens" {
+                assert!(!probe.holder_is_dead(&without), "no {other}");
+                assert!(probe.watch_exit(&without).is_none(), "no {other}");
+            }
         }
         let mut reference_format = record.clone();
         reference_format.fields.clear();
@@ -473,5 +568,212 @@ mod tests {
             dead_here || probe.fields().len() < 4,
             "a missing pid on this host is dead"
         );
+    }
+    /// An identity with every field known, time namespace `222`.
+    fn me() -> Identity {
+        Identity {
+            pid: 7,
+            host: Some("h".into()),
+            boot: Some("b".into()),
+            pidns: Some("111".into()),
+            timens: TimeNamespace::Inode("222".into()),
+            start: Some("5".into()),
+        }
+    }
+
+    fn record_with(fields: &[(&str, &str)]) -> LockRecord {
+        let mut record = LockRecord::for_this_process(SystemTime::now());
+        record.pid = 4242;
+        record.fields = fields
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
+        record
+    }
+
+    const AGREEING: [(&str, &str); 5] = [
+        ("host", "h"),
+        ("boot", "b"),
+        ("pidns", "111"),
+        ("timens", "222"),
+        ("start", "42"),
+    ];
+
+    /// `AGREEING` with `key` set to `value`, or left out when `value` is `None`.
+    fn agreeing_but(key: &str, value: Option<&str>) -> LockRecord {
+        let fields: Vec<(&str, &str)> = AGREEING
+            .iter()
+            .filter_map(|&(k, v)| {
+                if k == key {
+                    value.map(|value| (k, value))
+                } else {
+                    Some((k, v))
+                }
+            })
+            .collect();
+        record_with(&fields)
+    }
+
+    #[test]
+    fn a_pid_verdict_needs_every_namespace_to_agree() {
+        assert_eq!(pid_verdict_start(&me(), &record_with(&AGREEING)), Some(42));
+        for key in ["host", "boot", "pidns", "timens", "start"] {
+            let other = agreeing_but(key, Some("999"));
+            if key == "start" {
+                assert_eq!(pid_verdict_start(&me(), &other), Some(999));
+            } else {
+                assert_eq!(pid_verdict_start(&me(), &other), None, "another {key}");
+            }
+            let missing = agreeing_but(key, None);
+            assert_eq!(pid_verdict_start(&me(), &missing), None, "no {key}");
+        }
+        let garbled = agreeing_but("start", Some("soon"));
+        assert_eq!(pid_verdict_start(&me(), &garbled), None);
+    }
+
+    #[test]
+    fn what_we_do_not_know_of_ourselves_agrees_with_nothing() {
+        let record = record_with(&AGREEING);
+        let unknown_time = Identity {
+            timens: TimeNamespace::Unknown,
+            ..me()
+        };
+        assert_eq!(pid_verdict_start(&unknown_time, &record), None);
+        let without_time = agreeing_but("timens", None);
+        assert_eq!(pid_verdict_start(&unknown_time, &without_time), None);
+        for blank in ["host", "boot", "pidns"] {
+            let mut ours = me();
+            match blank {
+                "host" => ours.host = None,
+                "boot" => ours.boot = None,
+                _ => ours.pidns = None,
+            }
+            assert_eq!(pid_verdict_start(&ours, &record), None, "our {blank}");
+        }
+    }
+
+    #[test]
+    fn without_time_namespaces_in_the_kernel_no_record_carries_one() {
+        let ours = Identity {
+            timens: TimeNamespace::NoneOnThisKernel,
+            ..me()
+        };
+        // Same boot, same kernel: its writer had no time namespace either.
+        let without = agreeing_but("timens", None);
+        assert_eq!(pid_verdict_start(&ours, &without), Some(42));
+        // A record that names one was not written on this kernel.
+        assert_eq!(pid_verdict_start(&ours, &record_with(&AGREEING)), None);
+        // The other fields still decide.
+        let mut elsewhere = without.clone();
+        elsewhere.fields.retain(|(key, _)| key != "pidns");
+        assert_eq!(pid_verdict_start(&ours, &elsewhere), None);
+    }
+
+    #[test]
+    fn sharing_the_host_needs_only_the_host_and_the_boot() {
+        let host_and_boot = record_with(&[("host", "h"), ("boot", "b")]);
+        assert!(shares_host_with(&me(), &host_and_boot));
+        let other_namespaces = record_with(&[
+            ("host", "h"),
+            ("boot", "b"),
+            ("pidns", "1"),
+            ("timens", "2"),
+        ]);
+        assert!(shares_host_with(&me(), &other_namespaces));
+        for key in ["host", "boot"] {
+            assert!(!shares_host_with(&me(), &agreeing_but(key, Some("x"))));
+            assert!(!shares_host_with(&me(), &agreeing_but(key, None)));
+        }
+        assert!(
+            !shares_host_with(&me(), &record_with(&[])),
+            "the reference's"
+        );
+        let no_boot = Identity { boot: None, ..me() };
+        assert!(!shares_host_with(&no_boot, &record_with(&AGREEING)));
+        let probe = LocalHost::new();
+        let ours = identity();
+        if ours.host.is_some() && ours.boot.is_some() {
+            let mut record = LockRecord::for_this_process(SystemTime::now());
+            record.fields = probe.fields();
+            record
+                .fields
+                .retain(|(key, _)| key == "host" || key == "boot");
+            assert!(probe.shares_host(&record));
+        }
+    }
+
+    #[test]
+    fn namespace_links_are_parsed_by_kind() {
+        let parse = |link: &str, kind| namespace_inode(std::path::Path::new(link), kind);
+        assert_eq!(
+            parse("time:[4026531834]", "time"),
+            Some("4026531834".into())
+        );
+        assert_eq!(parse("pid:[4026531836]", "pid"), Some("4026531836".into()));
+        assert_eq!(parse("pid:[4026531836]", "time"), None);
+        assert_eq!(parse("time:[]", "time"), None);
+        assert_eq!(parse("time:[12", "time"), None);
+        assert_eq!(parse("time_for_children:[1]", "time"), None);
+    }
+
+    #[test]
+    fn we_write_our_time_namespace_when_the_kernel_has_one() {
+        let ours = identity();
+        if ours.pidns.is_none() {
+            eprintln!("no /proc identity on this machine; skipping");
+            return;
+        }
+        let written = LocalHost::new()
+            .fields()
+            .into_iter()
+            .find(|(key, _)| key == "timens")
+            .map(|(_, value)| value);
+        match std::fs::read_link("/proc/self/ns/time") {
+            Ok(link) => {
+                let inode = namespace_inode(&link, "time");
+                assert!(inode.is_some(), "{link:?}");
+                assert_eq!(written, inode);
+                assert_eq!(ours.timens, TimeNamespace::Inode(inode.unwrap_or_default()));
+            }
+            Err(_) => {
+                assert_eq!(written, None);
+                assert_eq!(ours.timens, TimeNamespace::NoneOnThisKernel);
+            }
+        }
+    }
+
+    #[test]
+    fn a_gone_holder_of_another_time_namespace_is_not_judged_dead() {
+        let probe = LocalHost::new();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap(); // reaped: the pid names nothing now
+        let mut record = LockRecord::for_this_process(SystemTime::now());
+        record.pid = gone;
+        record.fields = probe.fields();
+        if record.field("timens").is_none() || record.field("start").is_none() {
+            eprintln!("no time namespace or /proc identity here; skipping");
+            return;
+        }
+        let judged_at_home = probe.holder_is_dead(&record);
+        for (key, value) in &mut record.fields {
+            if key == "timens" {
+                value.push('0'); // another namespace's inode
+            }
+        }
+        assert!(!probe.holder_is_dead(&record), "another time namespace");
+        assert!(
+            probe.watch_exit(&record).is_none(),
+            "another time namespace"
+        );
+        record.fields.retain(|(key, _)| key != "timens");
+        assert!(!probe.holder_is_dead(&record), "no time namespace stated");
+        assert!(
+            probe.watch_exit(&record).is_none(),
+            "no time namespace stated"
+        );
+        // Not vacuous: in our own namespaces the gone pid is judged dead (as
+        // is a pid taken again meanwhile: another start time).
+        assert!(judged_at_home, "a gone pid of our own namespaces is dead");
     }
 }

@@ -38,11 +38,15 @@
 //! # The protocol
 //!
 //! * **record**: one line, `<pid> <owner> <RFC 3339 UTC time>` and optional
-//!   `key=value` fields (see [`record`]). Content that does not parse is a
-//!   foreign lock, breakable by age only; reads are capped at
-//!   [`MAX_READ`] bytes.
+//!   `key=value` fields (see [`record`]). Only a provable lock is ever
+//!   broken: an empty file, a record, or the start of one (a crashed
+//!   write, [`record::classify`]); anything else at the lock path is an
+//!   error at once and is never touched. Reads are capped at [`MAX_READ`]
+//!   bytes.
 //! * **create**: `mkdir -p` the parent, `open(O_CREAT | O_EXCL | O_NOFOLLOW)`,
-//!   write the record, stamp the mtime with the record's `acquired_at`,
+//!   take an exclusive `flock` (proof of life, which a command run under
+//!   the lock inherits), write the record, stamp the mtime with the
+//!   record's `acquired_at`,
 //!   `fsync` if [asked](FsBackend::sync_writes), keep the descriptor. A
 //!   half-written file is removed again.
 //! * **inspect**: `lstat`, then (regular files only) open, `fstat` and read.
@@ -55,8 +59,8 @@
 //! * **break and release**: rename to an unguessable trash name beside the
 //!   lock, verify the moved inode, then `unlink` it or put it back with
 //!   `link`, which never replaces a newer lock. No trash is left behind.
-//! * a symbolic link at the lock path is treated as a foreign lock and is
-//!   never followed; breaking it removes the link, never its target.
+//! * a symbolic link at the lock path is not a lock: never followed, never
+//!   removed, refused at once.
 //!
 //! A process of the reference TypeScript implementation and a heldlock
 //! process contending on one path exclude each other: both create with
@@ -69,17 +73,21 @@ mod backend;
 mod error;
 mod file_lock;
 mod host;
+mod netfs;
+mod offload;
 mod queue;
 pub mod record;
 mod vfs;
 mod watch;
 
-pub use backend::{FsBackend, MAX_READ};
+pub use backend::{DEFAULT_MARKER_EXPIRY, FsBackend, MAX_READ};
 #[cfg(feature = "safeguard-switches")]
 pub use backend::{Restore, Safeguards};
 pub use error::FsError;
 pub use file_lock::FileLock;
 pub use host::LocalHost;
+pub use netfs::is_network_fs;
+pub use offload::{DEFAULT_DROP_WAIT, DEFAULT_IDLE_EXIT, Offload};
 pub use vfs::{FileKind, Meta, RealFile, RealFs, Vfs, VfsFile};
 
 #[cfg(test)]

@@ -80,6 +80,132 @@ pub fn decode(bytes: &[u8]) -> Option<LockRecord> {
     })
 }
 
+/// What the content of a file at the lock path is, as far as breaking it
+/// goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// No bytes: a holder that crashed (or is paused) between its create
+    /// and its write.
+    Empty,
+    /// A complete record, heldlock's or the reference's.
+    Record(LockRecord),
+    /// The start of a record: a holder that crashed in the middle of its
+    /// write.
+    Partial,
+    /// Anything else: not a lock file. It must never be broken.
+    NotALock,
+}
+
+impl Content {
+    /// Whether a file with this content is provably a lock, and so may be
+    /// broken once stale.
+    pub fn is_lock(&self) -> bool {
+        !matches!(self, Content::NotALock)
+    }
+}
+
+/// Tells a lock file from any other file by its content: empty, a complete
+/// record ([`decode`]), a prefix of one that a holder could have left by
+/// crashing in the middle of its single write, or none of these.
+///
+/// The prefix rule is strict so that ordinary files are not taken for
+/// crashed locks: the pid is decimal digits, the owner id the lower-case
+/// hexadecimal digits and hyphens of a UUID (what both heldlock and the
+/// reference write), the time follows `YYYY-MM-DDTHH:MM:SS[.fff]Z`, fields
+/// are `key=value` tokens, every separator is one space, and there is no
+/// line break. A data file, a script or a text note fails on its first
+/// bytes.
+pub fn classify(bytes: &[u8]) -> Content {
+    if bytes.is_empty() {
+        return Content::Empty;
+    }
+    if let Some(record) = decode(bytes) {
+        return Content::Record(record);
+    }
+    if is_record_prefix(bytes) {
+        Content::Partial
+    } else {
+        Content::NotALock
+    }
+}
+
+/// The shape of the record's time as written: `d` is a digit.
+const TIME_SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd";
+
+/// Whether `bytes` are a proper prefix of some record [`encode`] or the
+/// reference could write (see [`classify`]).
+fn is_record_prefix(bytes: &[u8]) -> bool {
+    // A write cut short may end inside a multi-byte character.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) if e.error_len().is_none() => match std::str::from_utf8(&bytes[..e.valid_up_to()]) {
+            Ok(text) => text,
+            Err(_) => return false,
+        },
+        Err(_) => return false,
+    };
+    if text.contains(|c: char| c.is_whitespace() && c != ' ') {
+        return false;
+    }
+    let tokens: Vec<&str> = text.split(' ').collect();
+    let last = tokens.len() - 1;
+    tokens.iter().enumerate().all(|(at, token)| {
+        let complete = at < last;
+        match at {
+            0 => is_pid_prefix(token, complete),
+            1 => is_owner_prefix(token, complete),
+            2 => is_time_prefix(token, complete),
+            _ if complete => split_field(token).is_some(),
+            // A field cut short: its key may still lack its `=`.
+            _ => match token.split_once('=') {
+                Some((key, value)) => is_valid_field(key, value),
+                None => !token.contains('='),
+            },
+        }
+    })
+}
+
+fn is_pid_prefix(token: &str, complete: bool) -> bool {
+    if complete {
+        decode_pid(token).is_some()
+    } else {
+        token.len() <= 10 && token.bytes().all(|b| b.is_ascii_digit())
+    }
+}
+
+fn is_owner_prefix(token: &str, complete: bool) -> bool {
+    let shape = token.len() <= 36
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-');
+    shape && (!complete || !token.is_empty())
+}
+
+fn is_time_prefix(token: &str, complete: bool) -> bool {
+    if complete {
+        // A complete time followed by a space must parse; `decode` would
+        // have taken the whole line otherwise only because of later tokens.
+        return humantime::parse_rfc3339(token).is_ok();
+    }
+    let bytes = token.as_bytes();
+    let (head, tail) = bytes.split_at(bytes.len().min(TIME_SHAPE.len()));
+    let head_fits = head.iter().zip(TIME_SHAPE).all(|(b, shape)| match shape {
+        b'd' => b.is_ascii_digit(),
+        literal => b == literal,
+    });
+    // After the seconds: an optional fraction, then `Z`.
+    let tail_fits = match tail {
+        [] => true,
+        [b'Z'] => true,
+        [b'.', rest @ ..] => {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            digits <= 9 && matches!(&rest[digits..], [] | [b'Z'])
+        }
+        _ => false,
+    };
+    head_fits && tail_fits
+}
+
 /// Whether `bytes` decode as a record whose owner is `owner`: exactly what
 /// `decode(bytes).is_some_and(|r| r.owner == *owner)` says, without building
 /// the record (every release asks this twice).
@@ -217,6 +343,8 @@ pub(crate) fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MAX_PROBE: usize = 4096;
 
     fn record(fields: &[(&str, &str)]) -> LockRecord {
         LockRecord {
@@ -400,6 +528,51 @@ mod tests {
             assert!(summary(input).chars().count() <= 80);
         }
         assert!(decoded > 0, "the corpus should contain some valid records");
+    }
+
+    #[test]
+    fn every_prefix_of_a_record_is_a_lock() {
+        let reference = b"81234 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-27T10:57:20.123Z\n";
+        let ours = encode(&record(&[("host", "db-1"), ("stale_ms", "30000")])).into_bytes();
+        for full in [&reference[..], &ours[..]] {
+            for end in 0..=full.len() {
+                let content = classify(&full[..end]);
+                assert!(
+                    content.is_lock(),
+                    "{:?} -> {content:?}",
+                    String::from_utf8_lossy(&full[..end])
+                );
+            }
+            assert!(matches!(classify(full), Content::Record(_)));
+        }
+        assert_eq!(classify(b""), Content::Empty);
+        assert_eq!(classify(b"81234 0f8f"), Content::Partial);
+    }
+
+    #[test]
+    fn ordinary_files_are_not_locks() {
+        for other in [
+            &b"data\n"[..],
+            b"#!/bin/sh\nflock -en \"$0\" true\n",
+            b"12345\n",
+            b"hello world",
+            b"{\"pid\": 1}",
+            b"1 OWNER",
+            b"1 0f8fad5b 2026-11-27T10:57:20.123Z\nmore\n",
+            b"1 0f8fad5b 2026-11-27x",
+            b"1 0f8fad5b 2026-11-27T10:57:20.123Z =v",
+            b"1  0f8f",
+            b"\xff\xfe",
+            b"PK\x03\x04",
+        ] {
+            assert_eq!(
+                classify(other),
+                Content::NotALock,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        assert_eq!(classify(&[b'z'; MAX_PROBE]), Content::NotALock);
     }
 
     #[test]

@@ -12,10 +12,12 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::fd::OwnedFd;
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
+use rustix::fs::{
+    AtFlags, CWD, FileType, FlockOperation, Mode, OFlags, Stat, Timespec, Timestamps, flock,
+};
 use rustix::io::Errno;
 
 /// A file system the lock protocol runs on.
@@ -75,6 +77,17 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
     /// Removes the name `path` (not a directory).
     fn unlink(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// This host's wall clock, against which the ages of break markers are
+    /// judged (a simulated file system gives each simulated host its own).
+    fn wall_clock(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    /// A monotonic clock, for how long a break marker was seen unchanged.
+    fn monotonic(&self) -> Instant {
+        Instant::now()
+    }
+
     /// The names in directory `dir`, for sweeping abandoned trash. The
     /// default lists nothing, which turns sweeping off.
     fn list_dir(&self, dir: &Path) -> impl Future<Output = io::Result<Vec<OsString>>> + Send {
@@ -101,6 +114,24 @@ pub trait VfsFile: Send + Sync + fmt::Debug + 'static {
 
     /// Flushes the file's data and metadata to stable storage (`fsync`).
     fn sync(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Takes an exclusive kernel lock on the open file (`flock(LOCK_EX |
+    /// LOCK_NB)`) that lasts while any descriptor of this open file
+    /// description stays open, in this process or a child that inherited
+    /// it: `Ok(true)` when taken, `Ok(false)` when another holds one.
+    /// The default takes none (`Ok(false)`): a file system without kernel
+    /// locks offers no proof of life beyond the heartbeat.
+    fn lock_exclusive(&self) -> impl Future<Output = io::Result<bool>> + Send {
+        async { Ok(false) }
+    }
+
+    /// Whether some other open file description holds an exclusive kernel
+    /// lock on this inode (`flock(LOCK_SH | LOCK_NB)` fails with
+    /// `EWOULDBLOCK`; a shared lock it does get is dropped at once). The
+    /// default says `false`, matching [`lock_exclusive`](Self::lock_exclusive).
+    fn kernel_held(&self) -> impl Future<Output = io::Result<bool>> + Send {
+        async { Ok(false) }
+    }
 }
 
 /// What kind of file a name refers to.
@@ -228,6 +259,33 @@ impl VfsFile for RealFile {
 
     async fn sync(&self) -> io::Result<()> {
         retry(|| rustix::fs::fsync(&self.fd))
+    }
+
+    async fn lock_exclusive(&self) -> io::Result<bool> {
+        match retry(|| flock(&self.fd, FlockOperation::NonBlockingLockExclusive)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn kernel_held(&self) -> io::Result<bool> {
+        match retry(|| flock(&self.fd, FlockOperation::NonBlockingLockShared)) {
+            Ok(()) => {
+                // Held for no longer than this call: a shared lock that
+                // lingered would block the next holder's exclusive one.
+                retry(|| flock(&self.fd, FlockOperation::Unlock))?;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl rustix::fd::AsFd for RealFile {
+    fn as_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

@@ -164,33 +164,120 @@ fn inspect_reads_a_reference_written_lock_as_a_record() {
 }
 
 #[test]
-fn inspect_reports_unparsable_content_as_foreign_with_a_summary() {
+fn inspect_refuses_a_file_that_is_not_a_lock_with_its_size_and_an_escaped_excerpt() {
     let dir = tempfile::tempdir().unwrap();
     let path = lock_path(dir.path());
-    fs::write(&path, b"locked by cron\x1b[31m\n").unwrap();
+    let content = b"locked by cron\x1b[31m\n";
+    fs::write(&path, content).unwrap();
+    // Even an hour old, it is nobody's lock: refused, never broken.
+    set_mtime(&path, SystemTime::now() - Duration::from_secs(3600));
+    let before = (inode(&path), mtime(&path));
     let backend = FsBackend::new(&path).unwrap();
-    let summary = match observe(&backend).holder {
-        Holder::Foreign { summary } => summary,
-        other => panic!("expected foreign, got {other:?}"),
-    };
-    assert_eq!(summary, "locked by cron\\u{1b}[31m\\n");
+    let err = block_on(backend.inspect()).unwrap_err();
+    match &err {
+        BackendError::NotALockFile {
+            step,
+            resource,
+            size,
+            excerpt,
+        } => {
+            assert_eq!(*step, Step::Inspect);
+            assert_eq!(resource, &path.display().to_string());
+            assert_eq!(*size, content.len() as u64);
+            assert_eq!(excerpt, "locked by cron\\u{1b}[31m\\n");
+        }
+        other => panic!("expected NotALockFile, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("not a lock file"), "{message}");
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    assert_eq!(
+        block_on(backend.try_create(&rec())).unwrap(),
+        Created::Exists
+    );
+    assert_eq!(fs::read(&path).unwrap(), content, "untouched");
+    assert_eq!((inode(&path), mtime(&path)), before);
+    assert!(trash_in(dir.path()).is_empty());
 }
 
 #[test]
-fn inspect_reads_at_most_4_kib_of_a_huge_file() {
+fn inspect_reports_an_empty_or_partial_record_as_foreign_with_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let path = lock_path(dir.path());
+    let backend = FsBackend::new(&path).unwrap();
+    // A holder that crashed between its create and its write, or in the
+    // middle of its write (here inside a field's key, before its `=`); a
+    // field may carry anything but white space, so the summary still
+    // escapes control characters.
+    let cases: [(&[u8], &str); 3] = [
+        (b"", "<an empty lock file>"),
+        (b"4242 0f8f", "4242 0f8f"),
+        (
+            b"4242 0f8fad5b 2026-11-27T10:57:20.000Z note\x1b[31m",
+            "4242 0f8fad5b 2026-11-27T10:57:20.000Z note\\u{1b}[31m",
+        ),
+    ];
+    for (content, expected) in cases {
+        fs::write(&path, content).unwrap();
+        let observed = observe(&backend);
+        assert_eq!(
+            observed.holder,
+            Holder::Foreign {
+                summary: expected.to_owned()
+            },
+            "{content:?}"
+        );
+        assert!(observed.breakable, "a crashed holder's lock goes stale");
+    }
+}
+
+#[test]
+fn inspect_reads_at_most_4_kib_and_refuses_a_huge_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let head = record::encode(&rec()).into_bytes();
     let mut file = fs::File::create(&path).unwrap();
-    file.write_all(&record::encode(&rec()).into_bytes())
-        .unwrap();
+    file.write_all(&head).unwrap();
     file.write_all(&vec![b'x'; 10 << 20]).unwrap();
     drop(file);
+    let size = (head.len() + (10 << 20)) as u64;
     let backend = FsBackend::new(&path).unwrap();
+    // Whatever its first bytes say, a file larger than the read cap cannot
+    // be a one-line record.
+    match block_on(backend.inspect()).unwrap_err() {
+        BackendError::NotALockFile {
+            step: Step::Inspect,
+            size: got,
+            excerpt,
+            ..
+        } => {
+            assert_eq!(got, size);
+            assert!(excerpt.starts_with("4242 "), "{excerpt}");
+            assert!(excerpt.ends_with('…'), "{excerpt}");
+            assert!(excerpt.chars().count() <= 80, "{excerpt}");
+        }
+        other => panic!("expected NotALockFile, got {other:?}"),
+    }
+    assert_eq!(fs::metadata(&path).unwrap().len(), size, "untouched");
+
+    // At the cap exactly, the start of a record (a holder that crashed
+    // while writing a very long field key) is still a lock; its identity
+    // carries what was read, plus a fixed 39-byte header. One byte more and
+    // it is no lock.
+    assert_eq!(MAX_READ, 4096);
+    let mut partial = b"4242 0f8f 2026-11-27T10:57:20.000Z note".to_vec();
+    partial.resize(MAX_READ, b'y');
+    fs::write(&path, &partial).unwrap();
     let observed = observe(&backend);
     assert!(matches!(observed.holder, Holder::Foreign { .. }));
-    // The identity carries what was read, plus a fixed 39-byte header.
+    assert!(observed.breakable);
     assert_eq!(observed.identity.as_bytes().len(), MAX_READ + 39);
-    assert_eq!(MAX_READ, 4096);
+    partial.push(b'y');
+    fs::write(&path, &partial).unwrap();
+    assert!(matches!(
+        block_on(backend.inspect()).unwrap_err(),
+        BackendError::NotALockFile { size, .. } if size == MAX_READ as u64 + 1
+    ));
 }
 
 #[test]
@@ -218,8 +305,47 @@ fn inspect_of_a_directory_is_not_a_lock() {
     assert!(path.is_dir());
 }
 
+/// Asserts that `err` is the refusal of inspect of a `what` (not a regular
+/// file) at `path`.
+fn assert_not_a_lock(err: &BackendError, step: Step, path: &std::path::Path, what: &str) {
+    match err {
+        BackendError::NotALock {
+            step: got_step,
+            resource,
+            what: got_what,
+        } => {
+            assert_eq!(*got_step, step, "{err}");
+            assert_eq!(resource, &path.display().to_string(), "{err}");
+            assert_eq!(got_what, what, "{err}");
+        }
+        other => panic!("expected NotALock ({what}), got {other:?}"),
+    }
+}
+
+/// Sets the mtime of `path` itself (a link, a FIFO), without opening it.
+fn stamp_nofollow(path: &std::path::Path, when: SystemTime) {
+    let since = when.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: i64::try_from(since.as_secs()).unwrap(),
+            tv_nsec: since.subsec_nanos().into(),
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
 #[test]
-fn a_symlink_at_the_lock_path_is_foreign_and_breaking_it_removes_only_the_link() {
+fn a_symlink_at_the_lock_path_is_refused_and_only_a_forced_break_removes_only_the_link() {
     let dir = tempfile::tempdir().unwrap();
     let path = lock_path(dir.path());
     let target = dir.path().join("precious");
@@ -227,23 +353,46 @@ fn a_symlink_at_the_lock_path_is_foreign_and_breaking_it_removes_only_the_link()
     let content = record::encode(&rec()).into_bytes();
     fs::write(&target, &content).unwrap();
     std::os::unix::fs::symlink(&target, &path).unwrap();
+    // An hour old by its own mtime: still never broken.
+    stamp_nofollow(&path, long_ago());
     let backend = FsBackend::new(&path).unwrap();
 
     assert_eq!(
         block_on(backend.try_create(&rec())).unwrap(),
         Created::Exists
     );
-    let observed = observe(&backend);
+    let err = block_on(backend.inspect()).unwrap_err();
+    assert_not_a_lock(&err, Step::Inspect, &path, "a symbolic link");
+    assert!(err.to_string().contains("a symbolic link"), "{err}");
+    assert_eq!(fs::read_link(&path).unwrap(), target, "the link is left");
+    assert_eq!(mtime(&path), long_ago(), "the link's own mtime, untouched");
+    assert_eq!(fs::read(&target).unwrap(), content, "target untouched");
+
+    // Forced (`heldlock break --force`): observed as it is, never followed.
+    let observed = match block_on(backend.inspect_anything()).unwrap() {
+        Inspection::Present(observed) => observed,
+        Inspection::Absent => panic!("the link is there"),
+    };
     assert_eq!(
         observed.holder,
         Holder::Foreign {
             summary: "<a symbolic link>".to_owned()
         }
     );
-    assert_eq!(observed.refreshed_at, mtime(&path), "the link's own mtime");
+    assert!(!observed.breakable);
+    assert_eq!(observed.refreshed_at, long_ago(), "the link's own mtime");
+    // What a forced look saw is still never broken by the unforced break.
+    assert!(matches!(
+        block_on(backend.break_if_unchanged(&observed)).unwrap_err(),
+        BackendError::NotALock {
+            step: Step::Break,
+            ..
+        }
+    ));
+    assert!(exists(&path));
 
     assert_eq!(
-        block_on(backend.break_if_unchanged(&observed)).unwrap(),
+        block_on(backend.break_anything(&observed)).unwrap(),
         Broke::Broken
     );
     assert!(!exists(&path));
@@ -262,12 +411,14 @@ fn a_dangling_symlink_is_never_written_through() {
         block_on(backend.try_create(&rec())).unwrap(),
         Created::Exists
     );
-    assert!(matches!(observe(&backend).holder, Holder::Foreign { .. }));
+    let err = block_on(backend.inspect()).unwrap_err();
+    assert_not_a_lock(&err, Step::Inspect, &path, "a symbolic link");
+    assert_eq!(fs::read_link(&path).unwrap(), target);
     assert!(!exists(&target));
 }
 
 #[test]
-fn a_fifo_or_socket_at_the_lock_path_never_blocks_and_is_breakable() {
+fn a_fifo_or_socket_at_the_lock_path_never_blocks_and_only_a_forced_break_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo.lock");
     rustix::fs::mkfifoat(
@@ -280,25 +431,38 @@ fn a_fifo_or_socket_at_the_lock_path_never_blocks_and_is_breakable() {
     let _listener = UnixListener::bind(&socket).unwrap();
 
     for path in [fifo, socket] {
+        stamp_nofollow(&path, long_ago());
         let (tx, rx) = mpsc::channel();
         let probe = path.clone();
         // On another thread, so a blocking open fails the test instead of
         // hanging it.
         thread::spawn(move || {
             let backend = FsBackend::new(&probe).unwrap();
-            let observed = observe(&backend);
-            let broke = block_on(backend.break_if_unchanged(&observed)).unwrap();
-            tx.send((observed.holder, broke)).unwrap();
+            let refused = block_on(backend.inspect()).unwrap_err();
+            let still_there = exists(&probe);
+            let observed = match block_on(backend.inspect_anything()).unwrap() {
+                Inspection::Present(observed) => observed,
+                Inspection::Absent => panic!("the node is there"),
+            };
+            let unforced = block_on(backend.break_if_unchanged(&observed)).unwrap_err();
+            let broke = block_on(backend.break_anything(&observed)).unwrap();
+            tx.send((refused, still_there, observed, unforced, broke))
+                .unwrap();
         });
-        let (holder, broke) = rx
+        let (refused, still_there, observed, unforced, broke) = rx
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("inspecting {} blocked", path.display()));
+        assert_not_a_lock(&refused, Step::Inspect, &path, "a FIFO, socket or device");
+        assert!(still_there, "refused, and left in place");
         assert_eq!(
-            holder,
+            observed.holder,
             Holder::Foreign {
                 summary: "<a FIFO, socket or device>".to_owned()
             }
         );
+        assert!(!observed.breakable);
+        assert_eq!(unforced.step(), Step::Break, "{unforced}");
+        assert!(matches!(unforced, BackendError::NotALock { .. }));
         assert_eq!(broke, Broke::Broken);
         assert!(!exists(&path));
     }
@@ -549,17 +713,18 @@ fn break_after_a_refresh_is_changed() {
 fn break_after_an_in_place_rewrite_is_changed() {
     let dir = tempfile::tempdir().unwrap();
     let path = lock_path(dir.path());
-    fs::write(&path, b"foreign v1").unwrap();
+    // Two starts of records of the same length: only the content differs.
+    fs::write(&path, b"4242 0f8f").unwrap();
     set_mtime(&path, long_ago());
     let backend = FsBackend::new(&path).unwrap();
     let observed = observe(&backend);
-    rewrite_in_place(&path, b"foreign v2");
+    rewrite_in_place(&path, b"4242 0f9f");
     set_mtime(&path, long_ago());
     assert_eq!(
         block_on(backend.break_if_unchanged(&observed)).unwrap(),
         Broke::Changed
     );
-    assert_eq!(fs::read(&path).unwrap(), b"foreign v2");
+    assert_eq!(fs::read(&path).unwrap(), b"4242 0f9f");
     // Observed afresh, the foreign lock is breakable.
     let observed = observe(&backend);
     assert_eq!(
@@ -567,6 +732,52 @@ fn break_after_an_in_place_rewrite_is_changed() {
         Broke::Broken
     );
     assert!(!exists(&path));
+}
+
+#[test]
+fn break_never_removes_a_file_that_is_not_a_lock_even_when_told_it_is_breakable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    fs::write(&path, b"stale foreign lock").unwrap();
+    set_mtime(&path, long_ago());
+    let backend = FsBackend::new(&path).unwrap();
+    let observed = match block_on(backend.inspect_anything()).unwrap() {
+        Inspection::Present(observed) => observed,
+        Inspection::Absent => panic!("the file is there"),
+    };
+    assert!(!observed.breakable);
+    assert_eq!(
+        observed.holder,
+        Holder::Foreign {
+            summary: "stale foreign lock".to_owned()
+        }
+    );
+    // The re-check under the break sees the content again and refuses it,
+    // whatever the observation claims.
+    match block_on(backend.break_if_unchanged(&observed.clone().with_breakable(true))) {
+        Err(BackendError::NotALockFile {
+            step: Step::Break,
+            size: 18,
+            excerpt,
+            ..
+        }) => assert_eq!(excerpt, "stale foreign lock"),
+        other => panic!("expected NotALockFile, got {other:?}"),
+    }
+    assert_eq!(fs::read(&path).unwrap(), b"stale foreign lock");
+    assert_eq!(mtime(&path), long_ago());
+    assert!(trash_in(dir.path()).is_empty());
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no marker left"
+    );
+    // Forced, it goes.
+    assert_eq!(
+        block_on(backend.break_anything(&observed)).unwrap(),
+        Broke::Broken
+    );
+    assert!(!exists(&path));
+    assert!(trash_in(dir.path()).is_empty());
 }
 
 #[test]

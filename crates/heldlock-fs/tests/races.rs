@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use heldlock_core::{Broke, Created, Holder, LockBackend, Observed, Refreshed, Released, Step};
+use heldlock_core::{
+    BackendError, Broke, Created, Holder, LockBackend, Observed, Refreshed, Released, Step,
+};
 use heldlock_fs::{FsBackend, Meta, RealFile, RealFs, Vfs, VfsFile, record};
 use support::*;
 
@@ -195,13 +197,17 @@ impl VfsFile for HookedFile {
     }
 }
 
+/// What [`stale_foreign_lock`] holds.
+const STALE_FOREIGN: &[u8] = b"4242 0f8f";
+
 fn hooked(path: &Path) -> (FsBackend<Hooked>, Hooked) {
     let vfs = Hooked::default();
     (FsBackend::with_vfs(path, vfs.clone()).unwrap(), vfs)
 }
 
-/// A foreign lock stamped long ago, a hooked backend on it, and the
-/// observation a breaker would break it with.
+/// A foreign lock (the start of a record, left by a holder that crashed
+/// mid-write) stamped long ago, a hooked backend on it, and the observation
+/// a breaker would break it with.
 fn stale_foreign_lock() -> (
     tempfile::TempDir,
     PathBuf,
@@ -212,9 +218,10 @@ fn stale_foreign_lock() -> (
     let dir = tempfile::tempdir().unwrap();
     let path = lock_path(dir.path());
     let (backend, vfs) = hooked(&path);
-    fs::write(&path, b"stale foreign lock").unwrap();
+    fs::write(&path, STALE_FOREIGN).unwrap();
     set_mtime(&path, long_ago());
     let observed = observe(&backend);
+    assert!(observed.breakable);
     (dir, path, backend, vfs, observed)
 }
 
@@ -282,11 +289,13 @@ fn cleaning_up_a_failed_create_never_removes_a_lock_that_replaced_it() {
 // ---------------------------------------------------------------- inspect
 
 #[test]
-fn an_unreadable_lock_is_foreign_not_an_error() {
+fn an_unreadable_lock_is_foreign_not_an_error_and_never_broken() {
     for op in ["open_read", "read_capped"] {
         let dir = tempfile::tempdir().unwrap();
         let path = lock_path(dir.path());
-        fs::write(&path, record::encode(&rec())).unwrap();
+        let content = record::encode(&rec());
+        fs::write(&path, &content).unwrap();
+        set_mtime(&path, long_ago());
         let (backend, vfs) = hooked(&path);
         vfs.fail(op, 1, io::ErrorKind::PermissionDenied);
         let observed = observe(&backend);
@@ -298,6 +307,29 @@ fn an_unreadable_lock_is_foreign_not_an_error() {
             "{op}"
         );
         assert_eq!(observed.refreshed_at, mtime(&path));
+        // It cannot be told from somebody's data: honoured, never broken,
+        // however old, and refused before anything is touched.
+        assert!(!observed.breakable, "{op}");
+        let before = vfs.log().len();
+        let err = block_on(backend.break_if_unchanged(&observed)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackendError::NotALock {
+                    step: Step::Break,
+                    ..
+                }
+            ),
+            "{op}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(vfs.log()[before..], [] as [&str; 0], "{op}");
+        assert_eq!(fs::read(&path).unwrap(), content.as_bytes(), "{op}");
+        assert_eq!(mtime(&path), long_ago(), "{op}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "{op}");
     }
 }
 
@@ -315,9 +347,20 @@ fn inspect_never_opens_a_symlink_fifo_or_directory() {
     .unwrap();
     let sub = dir.path().join("dir.lock");
     fs::create_dir(&sub).unwrap();
-    for path in [link, fifo, sub] {
+    for (path, what) in [
+        (link, "a symbolic link"),
+        (fifo, "a FIFO, socket or device"),
+        (sub, "a directory"),
+    ] {
         let (backend, vfs) = hooked(&path);
-        let _ = block_on(backend.inspect());
+        match block_on(backend.inspect()) {
+            Err(BackendError::NotALock {
+                step: Step::Inspect,
+                what: got,
+                ..
+            }) => assert_eq!(got, what),
+            other => panic!("{}: expected NotALock, got {other:?}", path.display()),
+        }
         assert_eq!(vfs.log(), ["lstat"], "{}", path.display());
     }
 }
@@ -425,17 +468,19 @@ fn break_never_replaces_a_third_lock_created_while_the_moved_one_was_in_trash() 
     // path while the replacement is in our trash.
     let probe = path.clone();
     vfs.before("rename", 1, move || {
-        replace(&probe, b"replacement", long_ago())
+        replace(&probe, b"5151 1a2b", long_ago())
     });
     // The first `open_read` is the re-check, the second the look under the
     // break marker, the third looks at the trash.
     let probe = path.clone();
-    vfs.before("open_read", 3, move || fs::write(&probe, b"third").unwrap());
+    vfs.before("open_read", 3, move || {
+        fs::write(&probe, b"6262 3c4d").unwrap()
+    });
     assert_eq!(
         block_on(backend.break_if_unchanged(&observed)).unwrap(),
         Broke::Changed
     );
-    assert_eq!(fs::read(&path).unwrap(), b"third");
+    assert_eq!(fs::read(&path).unwrap(), b"6262 3c4d");
     assert!(trash_in(dir.path()).is_empty());
     assert!(vfs.log().contains(&"link"), "a restore was attempted");
 }
@@ -446,12 +491,14 @@ fn break_removes_the_observed_lock_even_if_a_new_one_appears_meanwhile() {
     let probe = path.clone();
     // The third `open_read` looks at the trash (after the re-check and the
     // look under the break marker).
-    vfs.before("open_read", 3, move || fs::write(&probe, b"new").unwrap());
+    vfs.before("open_read", 3, move || {
+        fs::write(&probe, b"7373 5e6f").unwrap()
+    });
     assert_eq!(
         block_on(backend.break_if_unchanged(&observed)).unwrap(),
         Broke::Broken
     );
-    assert_eq!(fs::read(&path).unwrap(), b"new");
+    assert_eq!(fs::read(&path).unwrap(), b"7373 5e6f");
     assert!(trash_in(dir.path()).is_empty());
 }
 
@@ -475,7 +522,7 @@ fn a_trash_that_cannot_be_inspected_is_put_back() {
     let err = block_on(backend.break_if_unchanged(&observed)).unwrap_err();
     assert_eq!(err.step(), Step::Break);
     assert!(err.to_string().contains("trash"), "{err}");
-    assert_eq!(fs::read(&path).unwrap(), b"stale foreign lock");
+    assert_eq!(fs::read(&path).unwrap(), STALE_FOREIGN);
     assert!(trash_in(dir.path()).is_empty());
 }
 

@@ -52,6 +52,9 @@ pub const CONFIG_HELP: &str = "  --contenders N         contenders (default 3)
   --strategy S           auto | random | pct (default auto)
   --initial-lock X       auto | yes | no: a dead process's stale lock at the start
   --stale-ms N           the lock's stale (default 1000); poll 50 ms, max_wait 5 s
+  --mixed-stale yes|no   odd-numbered contenders use a quarter of the stale (default no)
+  --declared-stale-cap-ms N
+                         every contender's max_declared_stale (default: the library's)
   --step-limit N         steps before a run counts as stuck (default 200000)
   --io-heartbeat-only X  yes | no: inject I/O errors into heartbeat refreshes only
   --safeguard-off NAME   turn one protocol safeguard off (repeatable): release-precheck,
@@ -78,6 +81,8 @@ impl SimConfig {
             "--step-limit",
             "--safeguard-off",
             "--io-heartbeat-only",
+            "--mixed-stale",
+            "--declared-stale-cap-ms",
         ];
         if !known.contains(&option) {
             return Ok(false);
@@ -142,9 +147,27 @@ impl SimConfig {
                     _ => return Err(bad("yes | no")),
                 }
             }
-            "--safeguard-off" => self
-                .safeguard_off(value)
-                .ok_or_else(|| bad("one of the safeguard names in --help"))?,
+            "--mixed-stale" => {
+                self.mixed_stale = match value {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(bad("yes | no")),
+                }
+            }
+            "--declared-stale-cap-ms" => {
+                let ms = number("milliseconds, at least 1")?;
+                if ms == 0 {
+                    return Err(bad("milliseconds, at least 1"));
+                }
+                self.declared_stale_cap = Some(Duration::from_millis(ms));
+            }
+            "--safeguard-off" => self.safeguard_off(value).ok_or_else(|| {
+                bad(if cfg!(feature = "safeguard-switches") {
+                    "one of the safeguard names in --help"
+                } else {
+                    "a build with the safeguard-switches feature (`cargo xtask sim` builds one)"
+                })
+            })?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -232,6 +255,12 @@ impl SimConfig {
         if self.io_heartbeat_only {
             out.push("--io-heartbeat-only yes".to_owned());
         }
+        if self.mixed_stale {
+            out.push("--mixed-stale yes".to_owned());
+        }
+        if let Some(cap) = self.declared_stale_cap {
+            out.push(format!("--declared-stale-cap-ms {}", cap.as_millis()));
+        }
         if self.step_limit != default.step_limit {
             out.push(format!("--step-limit {}", self.step_limit));
         }
@@ -254,14 +283,26 @@ mod tests {
     #[test]
     fn args_round_trip() {
         let mut config = SimConfig::default();
-        for (option, value) in [
+        let mut options = vec![
             ("--contenders", "4"),
             ("--faults", "crash,io"),
             ("--skew", "rule-off"),
             ("--strategy", "pct"),
             ("--initial-lock", "yes"),
-            ("--safeguard-off", "restore-unlink"),
-        ] {
+            ("--mixed-stale", "yes"),
+            ("--declared-stale-cap-ms", "250"),
+        ];
+        if cfg!(feature = "safeguard-switches") {
+            options.push(("--safeguard-off", "restore-unlink"));
+        } else {
+            // Without the switches built in, it says what build is needed.
+            let refused = config.apply_arg("--safeguard-off", Some("restore-unlink"));
+            assert!(
+                matches!(&refused, Err(ArgsError::Bad { expected, .. }) if expected.contains("safeguard-switches")),
+                "{refused:?}"
+            );
+        }
+        for (option, value) in options {
             assert_eq!(config.apply_arg(option, Some(value)), Ok(true));
         }
         let text = config.to_args();

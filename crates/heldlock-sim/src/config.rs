@@ -193,6 +193,14 @@ pub struct SimConfig {
     pub initial_lock: Option<bool>,
     /// The lock's `stale`.
     pub stale: Duration,
+    /// Whether contenders disagree on `stale`: every odd-numbered one uses a
+    /// quarter of it (see [`own_stale`](Self::own_stale)). A holder's record
+    /// declares its own, and a contender must judge by the longer one.
+    pub mixed_stale: bool,
+    /// Every contender's `max_declared_stale` (`None`: the library's
+    /// default). A tiny cap makes contenders ignore declarations, which
+    /// shows that the checker catches the breaks that follow.
+    pub declared_stale_cap: Option<Duration>,
     /// The lock's `poll`.
     pub poll: Duration,
     /// The lock's `max_wait`.
@@ -221,6 +229,8 @@ impl Default for SimConfig {
             strategy: Strategy::Auto,
             initial_lock: None,
             stale: Duration::from_secs(1),
+            mixed_stale: false,
+            declared_stale_cap: None,
             poll: Duration::from_millis(50),
             max_wait: Duration::from_secs(5),
             step_limit: 200_000,
@@ -228,6 +238,27 @@ impl Default for SimConfig {
             #[cfg(feature = "safeguard-switches")]
             safeguards: heldlock_fs::Safeguards::default(),
         }
+    }
+}
+
+impl SimConfig {
+    /// Contender `id`'s own `stale`: the lock's, or a quarter of it for odd
+    /// contenders with [`mixed_stale`](Self::mixed_stale).
+    pub fn own_stale(&self, id: usize) -> Duration {
+        if self.mixed_stale && id % 2 == 1 {
+            self.stale / 4
+        } else {
+            self.stale
+        }
+    }
+
+    /// The shortest `stale` of any contender: what bounds a pause that no
+    /// holder may be broken for.
+    pub fn shortest_stale(&self) -> Duration {
+        (0..self.contenders)
+            .map(|id| self.own_stale(id))
+            .min()
+            .unwrap_or(self.stale)
     }
 }
 
@@ -377,9 +408,12 @@ impl Profile {
             })
             .collect();
         let heartbeat = default_heartbeat(stale);
-        let short_pause_max = stale
-            .saturating_sub(heartbeat)
-            .saturating_sub(allowance(stale));
+        // A pause that no holder may be broken for is bounded by the
+        // shortest-lived holder's lease.
+        let shortest = config.shortest_stale();
+        let short_pause_max = shortest
+            .saturating_sub(default_heartbeat(shortest))
+            .saturating_sub(allowance(shortest));
         Profile {
             initial_lock,
             dir_exists,

@@ -134,7 +134,16 @@ impl Clock for SimRuntime {
 
 impl Spawn for SimRuntime {
     fn spawn(&self, task: Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>) {
-        self.world.lock().spawned.push(Spawned {
+        let mut world = self.world.lock();
+        if world.procs.get(self.contender).is_some_and(|p| p.crashed) {
+            // A dead process runs nothing: the steps its crash interrupted
+            // (which the core hands to the runtime when their caller is
+            // dropped) die with it. Dropped with no lock held.
+            drop(world);
+            drop(task);
+            return;
+        }
+        world.spawned.push(Spawned {
             contender: Some(self.contender),
             label: "heartbeat",
             future: task,

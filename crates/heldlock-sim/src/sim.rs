@@ -10,7 +10,7 @@ use heldlock_core::{Lock, LockOptions, LockRecord, OwnerId};
 use heldlock_fs::FsBackend;
 
 use crate::check::{Class, Counters, Limits, Violation};
-use crate::config::{Profile, Sched, SimConfig, allowance, random_offset};
+use crate::config::{Profile, Sched, SimConfig, allowance, default_heartbeat, random_offset};
 use crate::contender::contender;
 use crate::executor::Executor;
 use crate::fs::{Actor, SimFs};
@@ -169,9 +169,13 @@ impl Sim {
         }
     }
 
-    fn options(&self) -> LockOptions {
+    fn options(&self, id: usize) -> LockOptions {
         let world = Arc::downgrade(&self.world);
-        LockOptions::new(self.config.stale)
+        let mut options = LockOptions::new(self.config.own_stale(id));
+        if let Some(cap) = self.config.declared_stale_cap {
+            options = options.max_declared_stale(cap);
+        }
+        options
             .poll(self.config.poll)
             .max_wait(self.config.max_wait)
             .max_clock_skew(self.profile.max_clock_skew)
@@ -193,8 +197,9 @@ impl Sim {
         };
         {
             let mut st = self.world.lock();
+            let shortest = self.config.shortest_stale();
             st.obs.limits = Limits {
-                long_pause: stale.saturating_sub(heartbeat),
+                long_pause: shortest.saturating_sub(default_heartbeat(shortest)),
                 merge_gap: heartbeat,
                 liveness: self
                     .config
@@ -235,7 +240,7 @@ impl Sim {
             let probe = Probe::new(backend, Arc::clone(&self.world), id);
             let jitter_seed = self.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let runtime = SimRuntime::new(Arc::clone(&self.world), id, jitter_seed);
-            let lock = match Lock::new(Arc::new(probe), Arc::new(runtime), self.options()) {
+            let lock = match Lock::new(Arc::new(probe), Arc::new(runtime), self.options(id)) {
                 Ok(lock) => lock,
                 Err(error) => {
                     self.world

@@ -12,7 +12,7 @@
 
 mod support;
 
-use heldlock_sim::{Class, Faults, Invariant, SimConfig};
+use heldlock_sim::{Class, Faults, SimConfig};
 
 fn fault_free() -> SimConfig {
     SimConfig {
@@ -50,7 +50,7 @@ fn without_the_break_marker_the_race_is_found_without_any_fault() {
         &config,
         2_000,
         Class::KnownRace,
-        Some(Invariant::MutualExclusion),
+        Some(heldlock_sim::Invariant::MutualExclusion),
     );
     let Some(report) = found else {
         panic!(
@@ -72,6 +72,6 @@ fn without_the_break_marker_the_race_is_found_without_any_fault() {
         &config,
         &report,
         Class::KnownRace,
-        Some(Invariant::MutualExclusion),
+        Some(heldlock_sim::Invariant::MutualExclusion),
     );
 }

@@ -59,11 +59,11 @@ impl KvBackend {
     }
 
     fn observe(entry: &Entry) -> Observed {
-        Observed {
-            holder: Holder::Record(entry.record.clone()),
-            identity: Identity::new(entry.version.to_le_bytes().to_vec()),
-            refreshed_at: entry.refreshed_at,
-        }
+        Observed::new(
+            Holder::Record(entry.record.clone()),
+            Identity::new(entry.version.to_le_bytes().to_vec()),
+            entry.refreshed_at,
+        )
     }
 }
 

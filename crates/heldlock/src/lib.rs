@@ -84,9 +84,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use heldlock_core::{
-    BackendError, Error, HeldLock, Holder, Inspection, KeyGuard, Lock, LockBackend, LockOptions,
-    LockRecord, LockState, MAX_DURATION, MemoryBackend, OptionsError, OwnerId, Released,
-    Serializer, Step, Turn, Warning, default_serializer, serialize,
+    BackendError, DEFAULT_MAX_DECLARED_STALE, Error, HeldLock, Holder, Inspection, KeyGuard, Lock,
+    LockBackend, LockOptions, LockRecord, LockState, MAX_DURATION, MemoryBackend, OptionsError,
+    OwnerId, Released, Serializer, Step, Turn, Warning, default_serializer, serialize,
 };
 pub use heldlock_fs::FsError;
 

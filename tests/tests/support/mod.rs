@@ -2,8 +2,10 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Runs `async fn body<R: Runtime + Default>()` on every runtime heldlock
 /// supports, each with its own runtime type: tokio (multi-thread), async-std,
@@ -94,6 +96,71 @@ pub fn trash_in(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.contains(".breaking.") || name.contains(".releasing."))
         .collect()
+}
+
+/// The directory this process's waiter queue files go to, found as
+/// `heldlock-fs` finds it: `$XDG_RUNTIME_DIR` when it is an absolute path to
+/// a real directory of this user's with no permission for group or others,
+/// else `$TMPDIR/heldlock-<euid>`. A test cannot point its own process's
+/// elsewhere (the environment of a running test process is not its to
+/// change), only a child's: see [`own_queue_dir`].
+pub fn queue_dir() -> PathBuf {
+    let euid = rustix::process::geteuid().as_raw();
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && runtime.is_absolute()
+        && fs::symlink_metadata(&runtime)
+            .is_ok_and(|meta| meta.is_dir() && meta.uid() == euid && meta.mode() & 0o077 == 0)
+    {
+        return runtime;
+    }
+    std::env::temp_dir().join(format!("heldlock-{euid}"))
+}
+
+/// The waiter queue files left in `queue_dir` for locks in `lock_dir`
+/// (named after its device and inode). A queue thread may drop its
+/// process's place just after its waiter's listener went: files are looked
+/// for again for up to a few seconds before they count as left.
+pub fn queue_files_left_in(queue_dir: &Path, lock_dir: &Path) -> Vec<String> {
+    let meta = fs::metadata(lock_dir).unwrap();
+    let prefix = format!("heldlock-{:x}-{:x}-", meta.dev(), meta.ino());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = match fs::read_dir(queue_dir) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(&prefix))
+                .collect(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(error) => panic!("cannot list {}: {error}", queue_dir.display()),
+        };
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Everything a finished test left behind for the locks in `dir`: protocol
+/// trash beside them and this process's waiter queue files.
+pub fn left_behind(dir: &Path) -> Vec<String> {
+    let mut left = trash_in(dir);
+    left.extend(queue_files_left_in(&queue_dir(), dir));
+    left
+}
+
+/// A private directory (mode 0700) for the waiter queue files of the child
+/// processes of one test: see [`with_queue_dir`].
+pub fn own_queue_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+/// Has the child `command` keep its waiter queue files in `dir` (from
+/// [`own_queue_dir`]) instead of the real runtime or temporary directory;
+/// check them with [`queue_files_left_in`].
+pub fn with_queue_dir<'a>(command: &'a mut Command, dir: &Path) -> &'a mut Command {
+    command.env("XDG_RUNTIME_DIR", dir).env("TMPDIR", dir)
 }
 
 pub const OTHER_OWNER: &str = "9b2f7c1e-0000-4000-8000-000000000042";

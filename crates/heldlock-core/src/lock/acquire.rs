@@ -10,6 +10,7 @@
 //! | `Inspect` | absent | `TryCreate` |
 //! | `Inspect` | present, stale | `Break(observed)` |
 //! | `Inspect` | present, holder known dead (same host) | `Break(observed)` |
+//! | `Inspect` | present, a live process proven to hold it (same host) | back off |
 //! | `Inspect` | present, fresh | back off |
 //! | `Break` | broken / absent | `TryCreate` |
 //! | `Break` | changed | `Inspect` |
@@ -84,6 +85,10 @@ pub enum Event {
     /// `Inspect` found this lock, and the host knows its holder process is
     /// gone (`HostProbe::holder_is_dead`).
     HolderDead(Observed),
+    /// `Inspect` found this lock, and the host has proof that a live process
+    /// holds it (a kernel lock on it, held by the holder or a command that
+    /// inherited it): it is fresh, whatever its age or its holder's pid say.
+    HolderAlive(Observed),
     /// `Break` returned.
     Broke(Broke),
     /// The sleep ended.
@@ -160,6 +165,12 @@ impl Acquire {
         self.waiting = waiting;
     }
 
+    /// The holder seen at the last look, if any: what a caller that gives up
+    /// mid-step reports.
+    pub fn last_holder(&self) -> Option<&Holder> {
+        self.last_holder.as_ref()
+    }
+
     /// The first action.
     #[must_use]
     pub fn start(&mut self) -> Action {
@@ -187,6 +198,12 @@ impl Acquire {
                 self.last_holder = Some(observed.holder.clone());
                 let reason = StaleReason::HolderDead;
                 self.hurry(Action::Break { observed, reason }, now)
+            }
+            Event::HolderAlive(observed) => {
+                self.last_holder = Some(observed.holder.clone());
+                // Alive now: the unchanged rule starts over from here.
+                self.judge.forget();
+                self.back_off(now)
             }
             Event::Broke(Broke::Broken | Broke::Absent) => self.hurry(Action::TryCreate, now),
             Event::Broke(Broke::Changed) => self.hurry(Action::Inspect, now),

@@ -196,6 +196,25 @@ pub enum BackendError {
         /// What stands there, e.g. "a directory".
         what: String,
     },
+    /// A file that is not a lock stands at the lock path: it is not empty,
+    /// not a lock record, and not the start of one (a holder that crashed
+    /// while writing). Breaking it would destroy somebody's data, so it is
+    /// never broken, renamed or rewritten, and waiting would not help.
+    #[error(
+        "{step} of lock {resource}: the file at the lock path is not a lock file \
+         ({size} bytes, beginning \"{excerpt}\"); heldlock never breaks or removes it. \
+         Choose another lock path, or remove the file yourself if it is yours"
+    )]
+    NotALockFile {
+        /// The protocol step.
+        step: Step,
+        /// The lock resource (a path).
+        resource: String,
+        /// The file's size in bytes.
+        size: u64,
+        /// A short, escaped excerpt of its first bytes.
+        excerpt: String,
+    },
     /// Any other failure of a custom backend.
     #[error("{step} of lock {resource} failed: {source}")]
     Other {
@@ -215,6 +234,7 @@ impl BackendError {
         match self {
             BackendError::Io { step, .. }
             | BackendError::NotALock { step, .. }
+            | BackendError::NotALockFile { step, .. }
             | BackendError::Other { step, .. } => *step,
         }
     }

@@ -3,17 +3,18 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::{Pin, pin};
 use std::sync::{Arc, LazyLock};
-use std::task::Poll;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::acquire::{Acquire, Action, Event, Outcome, Waiting};
 use super::backend::{ChangeListener, Created, LockBackend};
-use super::lease::{HeldLock, Lease, LockState};
+use super::lease::{HeldLock, Lease, LockState, within};
 use super::options::{LockOptions, Timing, Warning};
 use super::probe::HostProbe;
-use super::record::Inspection;
+use super::record::{Holder, Inspection, LockRecord};
 use super::stale::Now;
 use crate::clock::Runtime;
 use crate::error::Error;
@@ -112,22 +113,40 @@ impl Lock {
     /// Waits up to `max_wait` for the lock, breaking it if its holder is
     /// judged dead, and returns the guard.
     ///
+    /// A backend that stops answering (a network file system whose server
+    /// went away) cannot keep the caller past `max_wait`: each backend step
+    /// is raced against the deadline, and a step begun in the last `poll`
+    /// before it is given `poll` from its start. A `try_create` still
+    /// running when the wait ends is not dropped: it runs to its end on the
+    /// runtime, and the lock, if it created one, is released at once. The
+    /// same holds when the caller drops this future. (A backend whose steps
+    /// block the thread in their poll cannot be raced; see `heldlock_fs`'s
+    /// `Offload`.)
+    ///
     /// # Errors
     ///
     /// [`Error::Timeout`] naming the resource, the holder and the time waited
-    /// when the lock stayed busy; [`Error::Backend`] when a step failed.
+    /// when the lock stayed busy or the backend did not answer in time;
+    /// [`Error::Backend`] when a step failed.
     pub async fn acquire(&self) -> Result<HeldLock, Error> {
-        self.acquire_within(self.timing.max_wait).await
+        let grace = self.timing.poll.min(self.timing.max_wait);
+        self.acquire_within(self.timing.max_wait, grace).await
     }
 
     /// Tries once (breaking a stale lock if that is what stands in the way),
-    /// never waiting: `Ok(None)` when the lock is busy.
+    /// never waiting: `Ok(None)` when the lock is busy, or when the backend
+    /// did not answer within `max_wait`.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] when a step failed.
     pub async fn try_acquire(&self) -> Result<Option<HeldLock>, Error> {
-        match self.acquire_within(Duration::ZERO).await {
+        // No wait, but a backend step that does not complete at once (an
+        // asynchronous backend) still needs time: up to `max_wait`.
+        match self
+            .acquire_within(Duration::ZERO, self.timing.max_wait)
+            .await
+        {
             Ok(held) => Ok(Some(held)),
             Err(Error::Timeout { .. }) => Ok(None),
             Err(error) => Err(error),
@@ -199,29 +218,35 @@ impl Lock {
         .await
     }
 
-    async fn acquire_within(&self, max_wait: Duration) -> Result<HeldLock, Error> {
+    /// Acquires within `max_wait`; each backend step is raced against that
+    /// deadline, or against `grace` from its start if that ends later.
+    async fn acquire_within(&self, max_wait: Duration, grace: Duration) -> Result<HeldLock, Error> {
         let started = self.runtime.instant();
+        // `max_wait` is validated (at most a year): no overflow.
+        let deadline = started.checked_add(max_wait).unwrap_or(started);
         let local = if self.queue_in_process {
             match self.local_turn(max_wait).await {
                 Some(guard) => Some(guard),
                 None => {
                     // Another task of this process holds or waits for it.
-                    let holder = match self.backend.inspect().await? {
-                        Inspection::Present(observed) => Some(observed.holder),
-                        Inspection::Absent => None,
+                    let mut look = self.backend.inspect();
+                    let holder = match within(&*self.runtime, &mut look, deadline, grace).await {
+                        Some(inspection) => match inspection? {
+                            Inspection::Present(observed) => Some(observed.holder),
+                            Inspection::Absent => None,
+                        },
+                        None => None,
                     };
-                    return Err(Error::Timeout {
-                        resource: self.backend.resource(),
-                        holder,
-                        waited: self.runtime.instant().saturating_duration_since(started),
-                    });
+                    return Err(self.timed_out(holder, started));
                 }
             }
         } else {
             None
         };
         let waited = self.runtime.instant().saturating_duration_since(started);
-        let record = self.record_for_this_process();
+        // Moved into the first try's lease, so the uncontended path never
+        // copies it.
+        let mut template = Some(self.record_for_this_process());
         // How to wait is decided when the lock is first found busy: the
         // uncontended path never subscribes to anything.
         let mut machine = Acquire::new(
@@ -237,25 +262,47 @@ impl Lock {
         // backend's release listener, and the holder's exit watch.
         let mut released: Option<ChangeListener> = None;
         let mut exits: Vec<ChangeListener> = Vec::new();
+        // A try that found the lock taken leaves its lease and the box its
+        // task ran in to the next try.
+        let mut spare_lease: Option<Arc<Lease>> = None;
+        let mut spare_box = None;
         loop {
             let event = match action {
                 Action::TryCreate => {
-                    let mut record = record.clone();
                     let stamped = self.runtime.instant();
-                    record.acquired_at = self.runtime.now();
-                    let created = self.backend.try_create(&record).await?;
-                    if created == Created::Created {
-                        let lease = Lease::new(
-                            Arc::clone(&self.backend),
-                            Arc::clone(&self.runtime),
-                            self.options.clone(),
-                            self.timing,
-                            record,
-                            stamped,
-                        );
-                        return Ok(HeldLock::start(lease, local));
+                    let acquired_at = self.runtime.now();
+                    let lease = self.lease_for_try(
+                        template.take(),
+                        spare_lease.take(),
+                        acquired_at,
+                        stamped,
+                    );
+                    let run = reuse_box(spare_box.take(), Arc::clone(&lease).run());
+                    let mut call = Unfinished::new(run, &*self.runtime, Some(&lease));
+                    let outcome = {
+                        let mut step = poll_fn(|cx| {
+                            // Its output says nothing: a created lock's task
+                            // goes on as the heartbeat.
+                            let _ = call.poll(cx);
+                            lease.take_created().map_or(Poll::Pending, Poll::Ready)
+                        });
+                        within(&*self.runtime, &mut step, deadline, grace).await
+                    };
+                    let Some(created) = outcome else {
+                        // Dropping `call` hands the create to the runtime,
+                        // which releases the lock if it still creates it.
+                        drop(call);
+                        return Err(self.timed_out(machine.last_holder().cloned(), started));
+                    };
+                    let run = call.into_task();
+                    match created? {
+                        Created::Created => return Ok(HeldLock::start(lease, run, local)),
+                        Created::Exists => {
+                            spare_lease = Some(lease);
+                            spare_box = Some(run);
+                            Event::Created(Created::Exists)
+                        }
                     }
-                    Event::Created(created)
                 }
                 Action::Inspect => {
                     // The new subscriptions are made while the old ones are
@@ -271,14 +318,38 @@ impl Lock {
                         }
                     }
                     let mut fresh_exits = Vec::new();
-                    let event = self.inspect_judging_liveness(&mut fresh_exits).await?;
+                    // A look is safe to drop half-way.
+                    let looked = {
+                        let mut look = pin!(self.inspect_judging_liveness(&mut fresh_exits));
+                        within(&*self.runtime, &mut look, deadline, grace).await
+                    };
+                    let Some(event) = looked else {
+                        return Err(self.timed_out(machine.last_holder().cloned(), started));
+                    };
+                    let event = event?;
                     released = fresh_release;
                     exits = fresh_exits;
                     event
                 }
                 Action::Break { observed, reason } => {
                     tracing::debug!(resource = %self.backend.resource(), holder = %observed.holder, ?reason, "breaking a stale lock");
-                    Event::Broke(self.backend.break_if_unchanged(&observed).await?)
+                    // A break stopped half-way can leave its marker or its
+                    // trash, or a displaced lock not put back: it runs to its
+                    // end even when the acquisition stops waiting for it.
+                    let backend = Arc::clone(&self.backend);
+                    let breaking =
+                        Box::pin(async move { backend.break_if_unchanged(&observed).await });
+                    let mut call = Unfinished::new(breaking, &*self.runtime, None);
+                    let outcome = {
+                        let mut step = poll_fn(|cx| call.poll(cx));
+                        within(&*self.runtime, &mut step, deadline, grace).await
+                    };
+                    let Some(broke) = outcome else {
+                        drop(call);
+                        return Err(self.timed_out(machine.last_holder().cloned(), started));
+                    };
+                    drop(call.into_task());
+                    Event::Broke(broke?)
                 }
                 Action::Sleep(duration) => {
                     let mut timer = self.runtime.sleep(duration);
@@ -317,11 +388,7 @@ impl Lock {
                 Action::Done(Outcome::TimedOut { holder, .. }) => {
                     // The machine counts from its own start; the caller
                     // waited from the call, time in the local queue included.
-                    return Err(Error::Timeout {
-                        resource: self.backend.resource(),
-                        holder,
-                        waited: self.runtime.instant().saturating_duration_since(started),
-                    });
+                    return Err(self.timed_out(holder, started));
                 }
                 Action::Done(Outcome::Acquired) => {
                     unreachable!("Acquired is returned right after Created")
@@ -329,6 +396,132 @@ impl Lock {
             };
             action = machine.next(event, self.now());
         }
+    }
+
+    /// The lease for a try: the last try's, when it found the lock taken
+    /// and nothing else holds its lease any more, or a new one.
+    fn lease_for_try(
+        &self,
+        template: Option<LockRecord>,
+        spare: Option<Arc<Lease>>,
+        acquired_at: SystemTime,
+        stamped: Instant,
+    ) -> Arc<Lease> {
+        let mut record = match spare {
+            Some(mut lease) => {
+                if let Some(reused) = Arc::get_mut(&mut lease) {
+                    reused.restart(acquired_at, stamped);
+                    return lease;
+                }
+                lease.record.clone()
+            }
+            None => template.unwrap_or_else(|| self.record_for_this_process()),
+        };
+        record.acquired_at = acquired_at;
+        Lease::new(
+            Arc::clone(&self.backend),
+            Arc::clone(&self.runtime),
+            self.options.clone(),
+            self.timing,
+            record,
+            stamped,
+        )
+    }
+
+    fn timed_out(&self, holder: Option<Holder>, started: Instant) -> Error {
+        Error::Timeout {
+            resource: self.backend.resource(),
+            holder,
+            waited: self.runtime.instant().saturating_duration_since(started),
+        }
+    }
+}
+
+/// `future`, in `spare`'s allocation when there is one.
+fn reuse_box<F: Future>(spare: Option<Pin<Box<F>>>, future: F) -> Pin<Box<F>> {
+    match spare {
+        Some(mut boxed) => {
+            boxed.as_mut().set(future);
+            boxed
+        }
+        None => Box::pin(future),
+    }
+}
+
+/// A backend step the driver started and must not drop half-way. Dropped
+/// before [`into_task`](Self::into_task) (the acquisition stopped waiting
+/// for it, or its caller dropped the acquire future), it hands the step to
+/// the runtime to run to its end, first abandoning the lease of a create.
+struct Unfinished<'a, F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    /// `Some` until `into_task` or drop.
+    task: Option<Pin<Box<F>>>,
+    runtime: &'a dyn Runtime,
+    lease: Option<&'a Lease>,
+}
+
+impl<'a, F: Future + Send + 'static> Unfinished<'a, F>
+where
+    F::Output: Send,
+{
+    fn new(task: Pin<Box<F>>, runtime: &'a dyn Runtime, lease: Option<&'a Lease>) -> Self {
+        Unfinished {
+            task: Some(task),
+            runtime,
+            lease,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match &mut self.task {
+            Some(task) => task.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The task back: the driver saw it through.
+    fn into_task(mut self) -> Pin<Box<F>> {
+        match self.task.take() {
+            Some(task) => task,
+            None => unreachable!("an Unfinished holds its task until it is taken or dropped"),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Unfinished<'_, F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        if let Some(lease) = self.lease {
+            lease.abandon();
+        }
+        hand_over(
+            self.runtime,
+            Box::pin(async move {
+                let _ = task.await;
+            }),
+        );
+    }
+}
+
+/// Runs `task` to its end on the runtime; never panics, since it runs in
+/// `Drop`.
+fn hand_over(runtime: &dyn Runtime, task: Pin<Box<dyn Future<Output = ()> + Send + 'static>>) {
+    const LEFT: &str = "a lock step the acquisition stopped waiting for could not be handed to the runtime and was dropped; a lock it was creating goes stale";
+    if std::thread::panicking() {
+        // A spawn that panicked now (tokio outside a runtime) would abort
+        // the process.
+        tracing::warn!("{LEFT} (the thread is panicking)");
+        return;
+    }
+    if catch_unwind(AssertUnwindSafe(|| runtime.spawn(task))).is_err() {
+        tracing::warn!("{LEFT} (the runtime's spawn panicked)");
     }
 }
 

@@ -3,20 +3,25 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::pin::pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
 
 use event_listener::Event;
 
-use super::backend::{LockBackend, Refreshed, Released};
+use super::backend::{BackendError, Created, LockBackend, Refreshed, Released};
 use super::heartbeat::{Beat, Heartbeat};
 use super::options::{LockOptions, Timing, Warning};
 use super::record::{LockRecord, OwnerId};
-use crate::clock::Runtime;
+use crate::clock::{Runtime, Sleep};
 use crate::error::Error;
 use crate::serializer::KeyGuard;
+
+/// Why a lease that nobody found taken ends anyway.
+const EXPIRED: &str =
+    "the lease expired: no refresh succeeded within `stale`, so a peer may break the lock";
 
 /// A flag that is set once and can be awaited.
 #[derive(Debug, Default)]
@@ -66,7 +71,66 @@ async fn yield_once() {
     .await;
 }
 
-/// What a holder and its heartbeat share.
+/// `Pending` once without asking to be woken, then `Ready`: for a future
+/// whose next poll is certain to come from elsewhere (the task it is about
+/// to be spawned as).
+async fn pass_once() {
+    let mut passed = false;
+    poll_fn(|_| {
+        if passed {
+            Poll::Ready(())
+        } else {
+            passed = true;
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// Polls `call` until it completes (`Some`) or `deadline` passes (`None`).
+/// A call begun less than `grace` before `deadline`, or after it, is given
+/// `grace` from its start instead.
+///
+/// The call is not dropped: the caller still has it, and decides whether it
+/// may be dropped half-way or must run to its end elsewhere.
+///
+/// The timer is made only when the call does not complete at its first
+/// poll, so a backend whose steps complete at once (the file system's,
+/// memory) pays no timer, no allocation and no clock read for the race.
+pub(super) async fn within<F: Future + Unpin>(
+    runtime: &dyn Runtime,
+    call: &mut F,
+    deadline: Instant,
+    grace: Duration,
+) -> Option<F::Output> {
+    let mut timer: Option<Sleep> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = Pin::new(&mut *call).poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let timer = timer.get_or_insert_with(|| {
+            let left = deadline.saturating_duration_since(runtime.instant());
+            runtime.sleep(left.max(grace))
+        });
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// A duration as whole nanoseconds, saturating (584 years).
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The states of [`Lease::created`].
+const PENDING: u8 = 0;
+const CREATED: u8 = 1;
+const EXISTS: u8 = 2;
+const FAILED: u8 = 3;
+
+/// What a holder and its heartbeat share: one per acquisition, made for its
+/// `try_create` (and reused by the next try when that one found the lock
+/// taken).
 pub(crate) struct Lease {
     pub(crate) backend: Arc<dyn LockBackend>,
     pub(crate) runtime: Arc<dyn Runtime>,
@@ -74,9 +138,21 @@ pub(crate) struct Lease {
     pub(crate) timing: Timing,
     pub(crate) record: LockRecord,
     /// When the lock was stamped at creation, by our monotonic clock.
-    stamped: std::time::Instant,
+    stamped: Instant,
+    /// When the lease expires, in nanoseconds after `stamped`. The heartbeat
+    /// moves it on after each successful refresh; `lost()` keeps a timer of
+    /// its own on it, so the loss is signalled on time even while the
+    /// heartbeat's task is stuck in a backend call that blocks its thread.
+    expiry: AtomicU64,
+    /// What the `try_create` that opens the lease returned (`PENDING` until
+    /// it returns), for the acquire driver to take.
+    created: AtomicU8,
+    /// That `try_create`'s error, when it failed.
+    create_error: Mutex<Option<BackendError>>,
     lost: Signal,
-    /// Set by release and drop: the heartbeat stops and loss is no longer reported.
+    /// Set by release and drop, and by an acquisition that stopped waiting
+    /// for its `try_create`: the heartbeat stops (or never starts) and loss
+    /// is no longer reported.
     ended: Signal,
 }
 
@@ -87,7 +163,7 @@ impl Lease {
         options: LockOptions,
         timing: Timing,
         record: LockRecord,
-        stamped: std::time::Instant,
+        stamped: Instant,
     ) -> Arc<Self> {
         Arc::new(Lease {
             backend,
@@ -96,9 +172,25 @@ impl Lease {
             timing,
             record,
             stamped,
+            expiry: AtomicU64::new(nanos(timing.stale)),
+            created: AtomicU8::new(PENDING),
+            create_error: Mutex::new(None),
             lost: Signal::default(),
             ended: Signal::default(),
         })
+    }
+
+    /// Readies a lease whose `try_create` found the lock taken for the next
+    /// try, which writes a record stamped `acquired_at`.
+    pub(crate) fn restart(&mut self, acquired_at: SystemTime, stamped: Instant) {
+        self.record.acquired_at = acquired_at;
+        self.stamped = stamped;
+        *self.expiry.get_mut() = nanos(self.timing.stale);
+        *self.created.get_mut() = PENDING;
+        *self
+            .create_error
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     fn owner(&self) -> &OwnerId {
@@ -118,20 +210,160 @@ impl Lease {
         }
     }
 
+    /// When the lease expires unless a refresh succeeds first.
+    fn expiry(&self) -> Instant {
+        let after = Duration::from_nanos(self.expiry.load(Ordering::Acquire));
+        // Out of range only after centuries; expired is the safe answer.
+        self.stamped.checked_add(after).unwrap_or(self.stamped)
+    }
+
+    fn extend_to(&self, expiry: Instant) {
+        let after = nanos(expiry.saturating_duration_since(self.stamped));
+        self.expiry.fetch_max(after, Ordering::AcqRel);
+    }
+
+    /// The lease's whole life as one task: `try_create`, then, if that
+    /// created the lock, the heartbeat until the lease ends.
+    ///
+    /// The acquire driver polls it in place until `try_create` returns (see
+    /// [`take_created`](Self::take_created)), and once the lock is ours
+    /// hands the same box to the runtime as the heartbeat: the create costs
+    /// no allocation beyond the heartbeat's, which was needed anyway. When
+    /// the driver stops waiting first (its deadline passed, or its caller
+    /// dropped it), it [abandons](Self::abandon) the lease and spawns this
+    /// future, so the create still runs to its end, and a lock it creates
+    /// then is released at once instead of going stale with nobody holding
+    /// it.
+    pub(crate) async fn run(self: Arc<Self>) {
+        let created = self.backend.try_create(&self.record).await;
+        // The driver only gives up between two of its polls, never during
+        // one, so `ended` cannot change between here and the publication.
+        let abandoned = self.ended.is_set();
+        let ours = matches!(created, Ok(Created::Created));
+        self.put_created(created);
+        if !ours {
+            return;
+        }
+        if abandoned {
+            self.release_abandoned().await;
+            return;
+        }
+        // The driver takes the lock in the poll that got here, without
+        // polling again, and spawns this future; the task's first poll goes
+        // on from here.
+        pass_once().await;
+        self.heartbeat().await;
+    }
+
+    fn put_created(&self, created: Result<Created, BackendError>) {
+        let state = match created {
+            Ok(Created::Created) => CREATED,
+            Ok(Created::Exists) => EXISTS,
+            Err(error) => {
+                *self
+                    .create_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(error);
+                FAILED
+            }
+        };
+        self.created.store(state, Ordering::Release);
+    }
+
+    /// What this lease's `try_create` returned, once it has (then only once).
+    pub(crate) fn take_created(&self) -> Option<Result<Created, BackendError>> {
+        match self.created.swap(PENDING, Ordering::AcqRel) {
+            PENDING => None,
+            CREATED => Some(Ok(Created::Created)),
+            EXISTS => Some(Ok(Created::Exists)),
+            _ => Some(Err(self
+                .create_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .unwrap_or_else(|| BackendError::Other {
+                    step: super::backend::Step::Create,
+                    resource: self.backend.resource(),
+                    source: "the create failed, and its error was taken before".into(),
+                }))),
+        }
+    }
+
+    /// Nobody will hold this lease: the acquisition stopped waiting for its
+    /// `try_create`, which releases the lock if it still creates it.
+    pub(crate) fn abandon(&self) {
+        self.ended.set();
+    }
+
+    async fn release_abandoned(&self) {
+        let why = "its acquisition had stopped waiting for the create";
+        match self.backend.release(self.owner()).await {
+            Ok(Released::Released) => {
+                tracing::debug!(resource = %self.backend.resource(), "released a lock created after {why}");
+            }
+            Ok(released) => self.warn(format!(
+                "a lock created after {why} was not there to release ({released:?})"
+            )),
+            Err(error) => self.warn(format!(
+                "a lock created after {why} could not be released; nothing refreshes it, so it goes stale: {error}"
+            )),
+        }
+    }
+
     pub(crate) async fn refresh(&self) -> Result<bool, Error> {
         if self.lost.is_set() || self.ended.is_set() {
             return Ok(false);
         }
-        match self
-            .backend
-            .refresh(self.owner(), self.runtime.now())
-            .await?
-        {
+        // Bounded by the lease's expiry: a refresh still running then cannot
+        // confirm anything a peer would respect.
+        let expiry = self.expiry();
+        let mut refresh = self.backend.refresh(self.owner(), self.runtime.now());
+        let Some(result) = within(&*self.runtime, &mut refresh, expiry, Duration::ZERO).await
+        else {
+            self.mark_lost(EXPIRED);
+            return Ok(false);
+        };
+        match result? {
             Refreshed::Refreshed => Ok(true),
             Refreshed::Lost => {
                 self.mark_lost("refresh found the lock gone or replaced");
                 Ok(false)
             }
+        }
+    }
+
+    /// Resolves once the lease is lost: when the heartbeat or a refresh
+    /// finds the lock taken, or at the lease's expiry, which a timer of this
+    /// future's own watches: the heartbeat's task may be stuck in a backend
+    /// call that blocks its thread, and could then signal nothing.
+    pub(crate) async fn wait_lost(&self) {
+        loop {
+            if self.lost.is_set() {
+                return;
+            }
+            if self.ended.is_set() {
+                // Released: loss is no longer reported.
+                return self.lost.wait().await;
+            }
+            let left = self
+                .expiry()
+                .saturating_duration_since(self.runtime.instant());
+            if left.is_zero() {
+                self.mark_lost(EXPIRED);
+                continue;
+            }
+            // Wakes at the expiry known now; a refresh may have moved it on
+            // by then, which the next round reads.
+            let mut timer = self.runtime.sleep(left);
+            let mut signal = pin!(self.lost.wait());
+            poll_fn(|cx| {
+                if signal.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(())
+                } else {
+                    timer.as_mut().poll(cx)
+                }
+            })
+            .await;
         }
     }
 
@@ -141,10 +373,9 @@ impl Lease {
     /// monotonic clock: the heartbeat never sleeps past that moment and races
     /// each refresh against it, so `lost()` fires by then at the latest, even
     /// when a refresh hangs or a beat oversleeps. Peers can break the lock
-    /// only after it.
-    pub(crate) async fn heartbeat(self: Arc<Self>) {
-        const EXPIRED: &str =
-            "the lease expired: no refresh succeeded within `stale`, so a peer may break the lock";
+    /// only after it. (A refresh that blocks the thread in its poll, which no
+    /// race can interrupt, is covered by `lost()`'s own timer.)
+    async fn heartbeat(&self) {
         let mut policy = Heartbeat::new(self.timing, self.stamped);
         let mut wait = policy.first();
         loop {
@@ -159,10 +390,19 @@ impl Lease {
                 return;
             }
             let started = self.runtime.instant();
-            let Some(result) = self.refresh_before(policy.expiry()).await else {
-                if !self.ended.is_set() {
-                    self.mark_lost(EXPIRED);
-                }
+            let mut refresh = self.backend.refresh(self.owner(), self.runtime.now());
+            let raced = within(
+                &*self.runtime,
+                &mut refresh,
+                policy.expiry(),
+                Duration::ZERO,
+            )
+            .await;
+            // A refresh still running at the expiry is dropped: refreshing
+            // is check-stamp-check on our own lock, safe to stop half-way.
+            drop(refresh);
+            let Some(result) = raced else {
+                self.mark_lost(EXPIRED);
                 return;
             };
             if self.ended.is_set() {
@@ -175,7 +415,9 @@ impl Lease {
                     None
                 }
             };
-            match policy.after(result, started, self.runtime.instant()) {
+            let beat = policy.after(result, started, self.runtime.instant());
+            self.extend_to(policy.expiry());
+            match beat {
                 Beat::Again(next) => wait = next,
                 Beat::Lost => {
                     self.mark_lost(match result {
@@ -190,25 +432,8 @@ impl Lease {
         }
     }
 
-    /// One heartbeat refresh, unless the lease expires first (`None`).
-    async fn refresh_before(
-        &self,
-        expiry: std::time::Instant,
-    ) -> Option<Result<Refreshed, crate::BackendError>> {
-        let left = expiry.saturating_duration_since(self.runtime.instant());
-        let mut timer = self.runtime.sleep(left);
-        let mut refresh = self.backend.refresh(self.owner(), self.runtime.now());
-        poll_fn(|cx| {
-            if let Poll::Ready(result) = refresh.as_mut().poll(cx) {
-                return Poll::Ready(Some(result));
-            }
-            timer.as_mut().poll(cx).map(|()| None)
-        })
-        .await
-    }
-
     /// Sleeps `duration`; returns `false` early if the lease ended meanwhile.
-    async fn sleep_unless_ended(&self, duration: std::time::Duration) -> bool {
+    async fn sleep_unless_ended(&self, duration: Duration) -> bool {
         let mut sleep = self.runtime.sleep(duration);
         let mut ended = pin!(self.ended.wait());
         poll_fn(|cx| {
@@ -283,9 +508,14 @@ pub struct HeldLock {
 }
 
 impl HeldLock {
-    pub(crate) fn start(lease: Arc<Lease>, local_turn: Option<KeyGuard<String>>) -> Self {
-        let heartbeat = Arc::clone(&lease).heartbeat();
-        lease.runtime.spawn(Box::pin(heartbeat));
+    /// The guard of a lease whose [`run`](Lease::run) task created the
+    /// lock; spawns that task, which goes on as the heartbeat.
+    pub(crate) fn start(
+        lease: Arc<Lease>,
+        run: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
+        local_turn: Option<KeyGuard<String>>,
+    ) -> Self {
+        lease.runtime.spawn(run);
         HeldLock {
             lease,
             _local_turn: local_turn,
@@ -294,7 +524,9 @@ impl HeldLock {
 
     /// Re-asserts ownership now: checks that the lock is still ours, re-stamps
     /// it, and checks again. `Ok(true)` while ours; `Ok(false)` once it was
-    /// broken or replaced (and then [`lost`](Self::lost) resolves too).
+    /// broken or replaced (and then [`lost`](Self::lost) resolves too), and
+    /// when the backend has not answered by the lease's expiry (then nothing
+    /// it says could keep peers from breaking the lock).
     ///
     /// # Errors
     ///
@@ -304,13 +536,19 @@ impl HeldLock {
         self.lease.refresh().await
     }
 
-    /// Resolves once ownership is known to be lost: the heartbeat or a refresh
-    /// found the lock gone or replaced. Never resolves while the lock is ours.
+    /// Resolves once ownership is lost: the heartbeat or a refresh found the
+    /// lock gone or replaced, or the lease expired (no refresh succeeded for
+    /// `stale`, so peers may break the lock from then on). The expiry is
+    /// watched by a timer of this future's own, so it resolves on time even
+    /// while the heartbeat waits for a backend call that hangs. Never
+    /// resolves while the lock is ours.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + '_ {
-        self.lease.lost.wait()
+        self.lease.wait_lost()
     }
 
-    /// Whether ownership is known to be lost.
+    /// Whether ownership is known to be lost. It reads no clock: an expiry
+    /// shows here once the heartbeat, a refresh or a pending
+    /// [`lost`](Self::lost) noticed it.
     pub fn is_lost(&self) -> bool {
         self.lease.lost.is_set()
     }
@@ -396,10 +634,10 @@ impl LockState {
         self.lease.as_ref().is_none_or(|lease| lease.lost.is_set())
     }
 
-    /// Resolves once ownership is lost; at once when the lock was never acquired.
+    /// As [`HeldLock::lost`]; at once when the lock was never acquired.
     pub async fn lost(&self) {
         if let Some(lease) = &self.lease {
-            lease.lost.wait().await;
+            lease.wait_lost().await;
         }
     }
 }

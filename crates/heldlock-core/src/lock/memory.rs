@@ -75,11 +75,11 @@ struct Entry {
 
 impl Entry {
     fn observe(&self) -> Observed {
-        Observed {
-            holder: self.holder.clone(),
-            identity: Identity::new(self.generation.to_le_bytes().to_vec()),
-            refreshed_at: self.refreshed_at,
-        }
+        Observed::new(
+            self.holder.clone(),
+            Identity::new(self.generation.to_le_bytes().to_vec()),
+            self.refreshed_at,
+        )
     }
 
     fn owned_by(&self, owner: &OwnerId, handle: u64) -> bool {

@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
 pub const DEFAULT_POLL: Duration = Duration::from_millis(50);
 /// Floor of the default [`LockOptions::heartbeat`].
 pub const MIN_DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Default of [`LockOptions::max_declared_stale`].
+pub const DEFAULT_MAX_DECLARED_STALE: Duration = Duration::from_secs(60 * 60);
 
 /// How a held lock behaves: when it is stale, how long to wait for it, how
 /// often to poll and to heartbeat.
@@ -44,6 +46,7 @@ pub struct LockOptions {
     heartbeat: Option<Duration>,
     max_clock_skew: Duration,
     wall_clock_rule: bool,
+    max_declared_stale: Duration,
     on_warning: Option<WarningHook>,
 }
 
@@ -65,6 +68,7 @@ impl LockOptions {
             heartbeat: None,
             max_clock_skew: Duration::ZERO,
             wall_clock_rule: true,
+            max_declared_stale: DEFAULT_MAX_DECLARED_STALE,
             on_warning: None,
         }
     }
@@ -109,6 +113,22 @@ impl LockOptions {
     /// on network file systems whose hosts' clocks are not kept in step.
     pub fn wall_clock_rule(mut self, enabled: bool) -> Self {
         self.wall_clock_rule = enabled;
+        self
+    }
+
+    /// The longest stale age a holder may declare in its record and have
+    /// this contender honour (default one hour).
+    ///
+    /// Every record a holder writes declares its own `stale` (the field
+    /// `stale_ms`), and a contender judges a lock stale only after the
+    /// longer of its own `stale` and the declared one: a contender
+    /// configured with a shorter age never breaks a live holder between two
+    /// of its heartbeats. A declared age above this cap counts as the cap,
+    /// so a corrupt or hostile record cannot keep a dead holder's lock for
+    /// ever. Set it at least as long as the longest `stale` any holder of
+    /// the lock uses.
+    pub fn max_declared_stale(mut self, cap: Duration) -> Self {
+        self.max_declared_stale = cap;
         self
     }
 
@@ -169,6 +189,11 @@ impl LockOptions {
                 default: Some(Duration::ZERO),
             });
         }
+        let max_declared_stale = range(
+            "max_declared_stale",
+            self.max_declared_stale,
+            Some(DEFAULT_MAX_DECLARED_STALE),
+        )?;
         Ok(Timing {
             stale,
             max_wait,
@@ -176,6 +201,7 @@ impl LockOptions {
             heartbeat,
             max_clock_skew: self.max_clock_skew,
             wall_clock_rule: self.wall_clock_rule,
+            max_declared_stale,
         })
     }
 
@@ -207,6 +233,7 @@ impl fmt::Debug for LockOptions {
             .field("heartbeat", &self.heartbeat)
             .field("max_clock_skew", &self.max_clock_skew)
             .field("wall_clock_rule", &self.wall_clock_rule)
+            .field("max_declared_stale", &self.max_declared_stale)
             .field("on_warning", &self.on_warning.is_some())
             .finish()
     }
@@ -228,6 +255,23 @@ pub struct Timing {
     pub max_clock_skew: Duration,
     /// Whether stamps are compared with our wall clock.
     pub wall_clock_rule: bool,
+    /// The longest stale age honoured when a holder declares one.
+    pub max_declared_stale: Duration,
+}
+
+impl Timing {
+    /// The stale age to judge `observed` by: the longer of ours and the one
+    /// its holder declared (capped at [`max_declared_stale`](Self::max_declared_stale)).
+    /// A record without a declaration (the reference's) is judged by ours.
+    pub fn stale_for(&self, observed: &super::record::Observed) -> Duration {
+        observed
+            .holder
+            .record()
+            .and_then(super::record::LockRecord::declared_stale)
+            .map_or(self.stale, |declared| {
+                self.stale.max(declared.min(self.max_declared_stale))
+            })
+    }
 }
 
 /// An option was given a value it cannot take.

@@ -92,6 +92,18 @@ impl LockRecord {
         }
     }
 
+    /// The field in which a holder declares its `stale` age, in whole
+    /// milliseconds: contenders judge its lock by the longer of theirs and
+    /// this one (see `LockOptions::max_declared_stale`).
+    pub const STALE_FIELD: &'static str = "stale_ms";
+
+    /// The stale age this record's holder declared, when it declared one
+    /// that parses (decimal milliseconds, not zero).
+    pub fn declared_stale(&self) -> Option<std::time::Duration> {
+        let millis: u64 = self.field(Self::STALE_FIELD)?.parse().ok()?;
+        (millis > 0).then(|| std::time::Duration::from_millis(millis))
+    }
+
     /// The value of field `key`, if present.
     pub fn field(&self, key: &str) -> Option<&str> {
         self.fields
@@ -106,8 +118,11 @@ impl LockRecord {
 pub enum Holder {
     /// A record heldlock (or the reference implementation) wrote.
     Record(LockRecord),
-    /// Content that does not parse as a record: somebody else's lock, which is
-    /// only ever broken by age. `summary` is a short, printable excerpt.
+    /// A lock without a whole record: empty or cut short (its holder crashed
+    /// while writing it), or one the backend may not read. Never judged by
+    /// pid; broken only by age, and only when it is
+    /// [breakable](Observed::breakable). `summary` is a short, printable
+    /// excerpt.
     Foreign {
         /// A short, printable excerpt of the content, for messages.
         summary: String,
@@ -167,6 +182,7 @@ impl fmt::Debug for Identity {
 
 /// One look at a present lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Observed {
     /// What its record says.
     pub holder: Holder,
@@ -175,6 +191,43 @@ pub struct Observed {
     /// When its holder last refreshed it (acquired or heartbeat), by the
     /// stamp the backend keeps (a file's mtime).
     pub refreshed_at: SystemTime,
+    /// Whether the lock may ever be judged stale and broken. `false` when
+    /// the backend cannot prove that what it saw is a lock (a file it may
+    /// not read): it is honoured while present and never broken.
+    pub breakable: bool,
+    /// Whether the backend saw proof that a live process holds this lock
+    /// (`heldlock-fs`: a kernel lock on the lock file, which the holder takes
+    /// and a command it runs inherits). A host probe decides whether the
+    /// proof counts (`HostProbe::shares_host`); when it does, the lock is
+    /// neither stale nor its holder dead, whatever its age or pid says.
+    pub kernel_held: bool,
+}
+
+impl Observed {
+    /// An observation of a breakable lock without proof of life.
+    pub fn new(holder: Holder, identity: Identity, refreshed_at: SystemTime) -> Self {
+        Observed {
+            holder,
+            identity,
+            refreshed_at,
+            breakable: true,
+            kernel_held: false,
+        }
+    }
+
+    /// Sets [`breakable`](Self::breakable).
+    #[must_use]
+    pub fn with_breakable(mut self, breakable: bool) -> Self {
+        self.breakable = breakable;
+        self
+    }
+
+    /// Sets [`kernel_held`](Self::kernel_held).
+    #[must_use]
+    pub fn with_kernel_held(mut self, held: bool) -> Self {
+        self.kernel_held = held;
+        self
+    }
 }
 
 /// The result of [`LockBackend::inspect`](crate::LockBackend::inspect).

@@ -64,12 +64,25 @@ impl StaleJudge {
         Self::default()
     }
 
+    /// Forgets what was watched: the holder was seen alive (proof of life),
+    /// so an unchanged stamp since then says nothing about its death.
+    pub fn forget(&mut self) {
+        self.watched = None;
+    }
+
     /// Judges `observed` at `now`, remembering it for the unchanged rule.
     #[must_use]
     pub fn judge(&mut self, observed: &Observed, now: Now, timing: &Timing) -> Verdict {
+        if !observed.breakable {
+            self.watched = None;
+            return Verdict::Fresh;
+        }
+        // A holder's declared stale age counts when it is longer than ours:
+        // between two of its heartbeats, its lock is fresh to everyone.
+        let stale = timing.stale_for(observed);
         if timing.wall_clock_rule
             && let Ok(age) = now.wall.duration_since(observed.refreshed_at)
-            && age > timing.stale.saturating_add(timing.max_clock_skew)
+            && age > stale.saturating_add(timing.max_clock_skew)
         {
             return Verdict::Stale(StaleReason::OldStamp { age });
         }
@@ -89,7 +102,7 @@ impl StaleJudge {
             .as_ref()
             .map_or(now.instant, |(_, _, since)| *since);
         let unchanged = now.instant.saturating_duration_since(since);
-        if unchanged >= timing.stale {
+        if unchanged >= stale {
             Verdict::Stale(StaleReason::Unchanged { for_: unchanged })
         } else {
             Verdict::Fresh

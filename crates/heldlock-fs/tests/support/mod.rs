@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heldlock_core::{Inspection, LockBackend, LockRecord, Observed, OwnerId};
 use heldlock_fs::record;
@@ -47,6 +47,55 @@ pub(crate) fn trash_in(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".breaking.") || n.contains(".releasing."))
         .collect()
+}
+
+/// The directory this process's waiter queue files go to, found as
+/// `heldlock-fs` finds it: `$XDG_RUNTIME_DIR` when it is an absolute path to
+/// a real directory of this user's with no permission for group or others,
+/// else `$TMPDIR/heldlock-<euid>`. Tests cannot point it elsewhere: the
+/// environment of a running test process is not theirs to change.
+pub(crate) fn queue_dir() -> PathBuf {
+    let euid = rustix::process::geteuid().as_raw();
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && runtime.is_absolute()
+        && fs::symlink_metadata(&runtime)
+            .is_ok_and(|meta| meta.is_dir() && meta.uid() == euid && meta.mode() & 0o077 == 0)
+    {
+        return runtime;
+    }
+    std::env::temp_dir().join(format!("heldlock-{euid}"))
+}
+
+/// The waiter queue files left in [`queue_dir`] for locks in `lock_dir`
+/// (named after its device and inode). A queue thread may drop its
+/// process's place just after its waiter's listener went: files are looked
+/// for again for up to a few seconds before they count as left.
+pub(crate) fn queue_files_left(lock_dir: &Path) -> Vec<String> {
+    let meta = fs::metadata(lock_dir).unwrap();
+    let prefix = format!("heldlock-{:x}-{:x}-", meta.dev(), meta.ino());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = match fs::read_dir(queue_dir()) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(&prefix))
+                .collect(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(error) => panic!("cannot list {}: {error}", queue_dir().display()),
+        };
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Everything a finished test left behind for the locks in `dir`: protocol
+/// trash beside them and waiter queue files in [`queue_dir`].
+pub(crate) fn left_behind(dir: &Path) -> Vec<String> {
+    let mut left = trash_in(dir);
+    left.extend(queue_files_left(dir));
+    left
 }
 
 pub(crate) fn set_mtime(path: &Path, when: SystemTime) {

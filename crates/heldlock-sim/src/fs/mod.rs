@@ -154,6 +154,19 @@ fn shown<T>(result: &Result<T, Errno>, ok: impl FnOnce(&T) -> String) -> String 
 impl Vfs for SimFs {
     type File = SimFile;
 
+    fn wall_clock(&self) -> SystemTime {
+        let st = self.world.lock();
+        let contender = match st.actor() {
+            Actor::Contender(c) => Some(c),
+            Actor::Intruder | Actor::Setup => None,
+        };
+        st.wall(contender)
+    }
+
+    fn monotonic(&self) -> std::time::Instant {
+        self.world.lock().instant()
+    }
+
     fn create_dir_all(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send {
         op(&self.world, OpKind::CreateDirAll, move |st| {
             let (now, actor) = (st.true_wall(), st.actor());

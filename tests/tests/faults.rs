@@ -185,6 +185,10 @@ fn expected(scenario: Scenario, op: Op, nth: usize, errno: Errno) -> Option<(Ste
         // removed by name at the end.
         (StalePeer, Fstat, 3) => None,
         (_, Write, 1) => Some((Step::Create, "write the lock record")),
+        // After the write: is the path still ours (not broken meanwhile)?
+        (Free | FreeSynced | NoParent, Lstat, 1) | (StalePeer, Lstat, 6) => {
+            Some((Step::Create, "stat the new lock file"))
+        }
         (_, SetMtime, 1) => Some((Step::Create, "stamp the lock file")),
         (FreeSynced, Sync, 1) => Some((Step::Create, "fsync the lock file")),
         // The first look: inspect.

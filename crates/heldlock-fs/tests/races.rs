@@ -582,3 +582,37 @@ fn release_keeps_the_owner_after_an_error_so_a_retry_succeeds() {
     );
     assert!(!exists(&path));
 }
+
+/// A holder paused between its create and its write declares nothing yet:
+/// a contender with a shorter `stale` may break its empty file meanwhile and
+/// take the lock. Resumed, the holder writes into its orphaned inode; it
+/// must then find the path no longer its own and report `Exists`, not
+/// `Created` (before the check, both believed they held the lock).
+#[test]
+fn a_create_whose_empty_file_was_broken_before_its_write_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.lock");
+    let (backend, vfs) = hooked(&path);
+    let intruder = path.clone();
+    let theirs = record::encode(&rec());
+    let planted = theirs.clone();
+    vfs.before("write_all", 1, move || {
+        // What a breaker leaves (our empty file gone to its trash) and a new
+        // holder makes: another lock at the path.
+        fs::rename(&intruder, intruder.with_extension("trash")).unwrap();
+        fs::remove_file(intruder.with_extension("trash")).unwrap();
+        fs::write(&intruder, planted).unwrap();
+    });
+    let mine = rec();
+    assert_eq!(
+        block_on(backend.try_create(&mine)).unwrap(),
+        Created::Exists
+    );
+    // The new holder's lock is untouched, and nothing of ours claims it.
+    assert_eq!(fs::read_to_string(&path).unwrap(), theirs);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    assert_eq!(
+        block_on(backend.release(&mine.owner)).unwrap(),
+        Released::NotOurs
+    );
+}

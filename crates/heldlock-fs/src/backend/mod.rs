@@ -353,6 +353,20 @@ impl<V: Vfs> FsBackend<V> {
             self.remove_half_made(&held).await;
             return Err(error);
         }
+        // Until the record is written the file declares nothing: a
+        // contender with a shorter `stale` may break it as an empty lock
+        // while we were paused, or an outside tool may have replaced it.
+        // Still ours only if the path names our inode now; otherwise the
+        // lock went to someone else and we never held it.
+        match self.vfs.lstat(&self.path).await {
+            Ok(meta) if (meta.dev, meta.ino) == (held.dev, held.ino) => {}
+            Ok(_) => return Ok(Created::Exists),
+            Err(e) if is_gone(&e) => return Ok(Created::Exists),
+            Err(e) => {
+                self.remove_half_made(&held).await;
+                return Err(self.io(step, "stat the new lock file", e));
+            }
+        }
         self.held().insert(record.owner.clone(), held);
         self.sweep_if_due().await;
         Ok(Created::Created)

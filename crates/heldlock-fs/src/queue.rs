@@ -390,7 +390,9 @@ impl Drop for Membership {
             // Newcomers that opened the removed file start over now, not
             // after the sweep.
             let _ = rustix::fs::flock(&self.waiters, FlockOperation::Unlock);
-            sweep_abandoned(&self.dir);
+            if sweep_due(&self.dir) {
+                sweep_abandoned(&self.dir);
+            }
         }
     }
 }
@@ -411,6 +413,50 @@ fn remove_queue(dir: &OwnedFd, waiters_name: &str, turn_name: &str, waiters: &Ow
     // Only once the exclusive lock ends can a newcomer that opened the old
     // waiters file lock it, and find its name gone.
     true
+}
+
+/// How often at most a process sweeps abandoned queues: a sweep lists the
+/// queue directory, which must not happen every time a queue empties (under
+/// contention, every few hand-offs).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether this process is due to sweep the queue directory `dir`: the
+/// first time one of its queues there empties, then at most once per
+/// [`SWEEP_EVERY`].
+fn sweep_due(dir: &OwnedFd) -> bool {
+    static LAST: Mutex<Vec<(DirKey, std::time::Instant)>> = Mutex::new(Vec::new());
+    let Some(key) = dir_key(dir) else {
+        return false;
+    };
+    let now = std::time::Instant::now();
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    match last.iter_mut().find(|(at, _)| *at == key) {
+        Some((_, when)) if now.saturating_duration_since(*when) < SWEEP_EVERY => false,
+        Some((_, when)) => {
+            *when = now;
+            true
+        }
+        None => {
+            last.push((key, now));
+            true
+        }
+    }
+}
+
+/// One directory, while it exists and after: device, inode and birth time
+/// (an inode number alone is handed to the next directory made).
+type DirKey = (u64, u64, i64, u32);
+
+fn dir_key(dir: &OwnedFd) -> Option<DirKey> {
+    let stat = rustix::fs::statx(
+        dir,
+        "",
+        AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::INO | rustix::fs::StatxFlags::BTIME,
+    )
+    .ok()?;
+    let dev = (u64::from(stat.stx_dev_major) << 32) | u64::from(stat.stx_dev_minor);
+    Some((dev, stat.stx_ino, stat.stx_btime.tv_sec, stat.stx_btime.tv_nsec))
 }
 
 /// Removes the queues in `dir` that have no member: left by processes that

@@ -456,14 +456,14 @@ fn what_a_crashed_holder_leaves_is_honoured_while_fresh_and_broken_once_stale(ap
             "a partial line",
             b"4242 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-2".to_vec(),
         ),
-        ("a pid and the start of an owner", b"4242 0f8f".to_vec()),
+        ("a pid and the start of an owner", b"4242 0f8fad5b".to_vec()),
         ("a write cut inside a character", {
-            let full = "4242 0f8f 2026-11-27T10:57:20.000Z note=\u{e9}".as_bytes();
+            let full = "4242 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-27T10:57:20.000Z note=\u{e9}".as_bytes();
             full[..full.len() - 1].to_vec()
         }),
         (
             "terminal escapes in a field cut short",
-            "4242 0f8f 2026-11-27T10:57:20.000Z \x1b]0;pwned\x07\x1b[2J\u{202e}kcol"
+            "4242 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-27T10:57:20.000Z \x1b]0;pwned\x07\x1b[2J\u{202e}kcol"
                 .as_bytes()
                 .to_vec(),
         ),

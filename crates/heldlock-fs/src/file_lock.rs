@@ -79,15 +79,17 @@ impl<R: Runtime> FileLock<R> {
         // Trash abandoned by a process killed mid-step is swept once it is
         // older than `stale`; a break marker expires once older than the
         // longest a lock of ours may look fresh to a peer.
+        let network = crate::is_network_fs(&path);
         let backend = Arc::new(
             FsBackend::new(&path)?
                 .sweep_trash_older_than(timing.stale)
-                .expire_break_markers_after(timing.stale.saturating_add(timing.max_clock_skew)),
+                .expire_break_markers_after(timing.stale.saturating_add(timing.max_clock_skew))
+                .kernel_locks(!network),
         );
         // On a network file system a system call can hang for as long as its
         // server is gone: the steps run on a worker thread, so that the
         // lock's deadlines (`max_wait`, the lease's expiry) hold.
-        let dyn_backend: Arc<dyn heldlock_core::LockBackend> = if crate::is_network_fs(&path) {
+        let dyn_backend: Arc<dyn heldlock_core::LockBackend> = if network {
             Arc::new(crate::Offload::new(Arc::clone(&backend)))
         } else {
             backend.clone()

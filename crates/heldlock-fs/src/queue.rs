@@ -456,7 +456,12 @@ fn dir_key(dir: &OwnedFd) -> Option<DirKey> {
     )
     .ok()?;
     let dev = (u64::from(stat.stx_dev_major) << 32) | u64::from(stat.stx_dev_minor);
-    Some((dev, stat.stx_ino, stat.stx_btime.tv_sec, stat.stx_btime.tv_nsec))
+    Some((
+        dev,
+        stat.stx_ino,
+        stat.stx_btime.tv_sec,
+        stat.stx_btime.tv_nsec,
+    ))
 }
 
 /// Removes the queues in `dir` that have no member: left by processes that

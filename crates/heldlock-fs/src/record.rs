@@ -108,19 +108,24 @@ impl Content {
 /// record ([`decode`]), a prefix of one that a holder could have left by
 /// crashing in the middle of its single write, or none of these.
 ///
-/// The prefix rule is strict so that ordinary files are not taken for
-/// crashed locks: the pid is decimal digits, the owner id the lower-case
-/// hexadecimal digits and hyphens of a UUID (what both heldlock and the
-/// reference write), the time follows `YYYY-MM-DDTHH:MM:SS[.fff]Z`, fields
-/// are `key=value` tokens, every separator is one space, and there is no
-/// line break. A data file, a script or a text note fails on its first
-/// bytes.
+/// Both rules are strict so that ordinary files are not taken for locks:
+/// the owner id must be a lower-case hyphenated UUID (what both heldlock and
+/// the reference write), in a complete record too; a prefix must reach at
+/// least the first group of the owner (`<pid> ` and eight hexadecimal
+/// digits: a pid file, a year, `1 cafe` are not locks), and beyond that
+/// follow the record's shape: the time `YYYY-MM-DDTHH:MM:SS[.fff]Z`, fields
+/// `key=value`, every separator one space, no line break. A data file, a
+/// script or a text note fails on its first bytes.
 pub fn classify(bytes: &[u8]) -> Content {
     if bytes.is_empty() {
         return Content::Empty;
     }
     if let Some(record) = decode(bytes) {
-        return Content::Record(record);
+        return if is_uuid(record.owner.as_str()) {
+            Content::Record(record)
+        } else {
+            Content::NotALock
+        };
     }
     if is_record_prefix(bytes) {
         Content::Partial
@@ -149,6 +154,13 @@ fn is_record_prefix(bytes: &[u8]) -> bool {
     }
     let tokens: Vec<&str> = text.split(' ').collect();
     let last = tokens.len() - 1;
+    // Short of `<pid> <first owner group>`, too many ordinary files match.
+    if tokens
+        .get(1)
+        .is_none_or(|owner| owner.len() < OWNER_PREFIX_MIN)
+    {
+        return false;
+    }
     tokens.iter().enumerate().all(|(at, token)| {
         let complete = at < last;
         match at {
@@ -173,12 +185,25 @@ fn is_pid_prefix(token: &str, complete: bool) -> bool {
     }
 }
 
+/// The least of an owner id a prefix must show: its first group.
+const OWNER_PREFIX_MIN: usize = 8;
+
+/// The shape of an owner id: a lower-case hyphenated UUID; `h` is a
+/// hexadecimal digit.
+const UUID_SHAPE: &[u8] = b"hhhhhhhh-hhhh-hhhh-hhhh-hhhhhhhhhhhh";
+
 fn is_owner_prefix(token: &str, complete: bool) -> bool {
-    let shape = token.len() <= 36
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-');
-    shape && (!complete || !token.is_empty())
+    let fits = token.len() <= UUID_SHAPE.len()
+        && token.bytes().zip(UUID_SHAPE).all(|(b, shape)| match shape {
+            b'h' => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            literal => b == *literal,
+        });
+    fits && (!complete || token.len() == UUID_SHAPE.len())
+}
+
+/// Whether `owner` is a lower-case hyphenated UUID.
+fn is_uuid(owner: &str) -> bool {
+    is_owner_prefix(owner, true)
 }
 
 fn is_time_prefix(token: &str, complete: bool) -> bool {
@@ -534,8 +559,15 @@ mod tests {
     fn every_prefix_of_a_record_is_a_lock() {
         let reference = b"81234 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-27T10:57:20.123Z\n";
         let ours = encode(&record(&[("host", "db-1"), ("stale_ms", "30000")])).into_bytes();
+        // Shorter than `<pid> <first owner group>` is not told from a
+        // pid file: the reference's pid and a space take 6 bytes, and the
+        // owner's first group 8 more.
         for full in [&reference[..], &ours[..]] {
-            for end in 0..=full.len() {
+            let shortest = full
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(0, |at| at + 1 + 8);
+            for end in shortest..=full.len() {
                 let content = classify(&full[..end]);
                 assert!(
                     content.is_lock(),
@@ -546,7 +578,7 @@ mod tests {
             assert!(matches!(classify(full), Content::Record(_)));
         }
         assert_eq!(classify(b""), Content::Empty);
-        assert_eq!(classify(b"81234 0f8f"), Content::Partial);
+        assert_eq!(classify(b"81234 0f8fad5b"), Content::Partial);
     }
 
     #[test]
@@ -564,6 +596,15 @@ mod tests {
             b"1  0f8f",
             b"\xff\xfe",
             b"PK\x03\x04",
+            // A pid file without its newline, a year, short hex words.
+            b"12345",
+            b"2024",
+            b"1 cafe",
+            b"3 added",
+            b"42 0f8f",
+            // A whole line in the record's shape whose owner is no UUID.
+            b"42 done 2024-05-01T10:00:00Z",
+            b"42 done 2024-05-01T10:00:00Z\n",
         ] {
             assert_eq!(
                 classify(other),

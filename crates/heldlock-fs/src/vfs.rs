@@ -77,6 +77,15 @@ pub trait Vfs: Send + Sync + fmt::Debug + 'static {
     /// Removes the name `path` (not a directory).
     fn unlink(&self, path: &Path) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// Atomically swaps what `a` and `b` name (`renameat2(RENAME_EXCHANGE)`
+    /// on Linux); both must exist, and neither name is ever empty. Fails
+    /// with [`io::ErrorKind::Unsupported`] where the operating system or
+    /// the file system cannot (the default).
+    fn exchange(&self, a: &Path, b: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        let _ = (a, b);
+        async { Err(io::ErrorKind::Unsupported.into()) }
+    }
+
     /// This host's wall clock, against which the ages of break markers are
     /// judged (a simulated file system gives each simulated host its own).
     fn wall_clock(&self) -> SystemTime {
@@ -123,6 +132,13 @@ pub trait VfsFile: Send + Sync + fmt::Debug + 'static {
     /// locks offers no proof of life beyond the heartbeat.
     fn lock_exclusive(&self) -> impl Future<Output = io::Result<bool>> + Send {
         async { Ok(false) }
+    }
+
+    /// Lets go of the kernel lock [`lock_exclusive`](Self::lock_exclusive)
+    /// took, keeping the file open. Synchronous: it is one system call that
+    /// never waits. The default does nothing, matching `lock_exclusive`.
+    fn unlock(&self) -> io::Result<()> {
+        Ok(())
     }
 
     /// Whether some other open file description holds an exclusive kernel
@@ -233,6 +249,10 @@ impl Vfs for RealFs {
         retry(|| rustix::fs::unlink(path))
     }
 
+    async fn exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        exchange(a, b)
+    }
+
     async fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
         std::fs::read_dir(dir)?
             .map(|entry| entry.map(|e| e.file_name()))
@@ -267,6 +287,10 @@ impl VfsFile for RealFile {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        retry(|| flock(&self.fd, FlockOperation::Unlock))
     }
 
     async fn kernel_held(&self) -> io::Result<bool> {
@@ -344,6 +368,29 @@ fn statx_meta<P: rustix::path::Arg + Copy>(
 }
 
 /// Runs a system call again while a signal interrupts it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    match retry(|| rustix::fs::renameat_with(CWD, a, CWD, b, rustix::fs::RenameFlags::EXCHANGE)) {
+        // An old kernel, or a file system that cannot (NFS, many FUSE ones).
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(code) if code == Errno::INVAL.raw_os_error()
+                    || code == Errno::NOSYS.raw_os_error()
+                    || code == Errno::OPNOTSUPP.raw_os_error()
+            ) =>
+        {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        other => other,
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn exchange(_: &Path, _: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 fn retry<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
     loop {
         match call() {

@@ -211,10 +211,10 @@ fn inspect_reports_an_empty_or_partial_record_as_foreign_with_a_summary() {
     // escapes control characters.
     let cases: [(&[u8], &str); 3] = [
         (b"", "<an empty lock file>"),
-        (b"4242 0f8f", "4242 0f8f"),
+        (b"4242 0f8fad5b", "4242 0f8fad5b"),
         (
-            b"4242 0f8fad5b 2026-11-27T10:57:20.000Z note\x1b[31m",
-            "4242 0f8fad5b 2026-11-27T10:57:20.000Z note\\u{1b}[31m",
+            b"1 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-27T10:57:20Z n\x1b[31m",
+            "1 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-27T10:57:20Z n\\u{1b}[31m",
         ),
     ];
     for (content, expected) in cases {
@@ -265,7 +265,8 @@ fn inspect_reads_at_most_4_kib_and_refuses_a_huge_file() {
     // carries what was read, plus a fixed 39-byte header. One byte more and
     // it is no lock.
     assert_eq!(MAX_READ, 4096);
-    let mut partial = b"4242 0f8f 2026-11-27T10:57:20.000Z note".to_vec();
+    let mut partial =
+        b"4242 0f8fad5b-d9cb-469f-a165-70867728950e 2026-11-27T10:57:20.000Z note".to_vec();
     partial.resize(MAX_READ, b'y');
     fs::write(&path, &partial).unwrap();
     let observed = observe(&backend);
@@ -714,17 +715,17 @@ fn break_after_an_in_place_rewrite_is_changed() {
     let dir = tempfile::tempdir().unwrap();
     let path = lock_path(dir.path());
     // Two starts of records of the same length: only the content differs.
-    fs::write(&path, b"4242 0f8f").unwrap();
+    fs::write(&path, b"4242 0f8fad5b").unwrap();
     set_mtime(&path, long_ago());
     let backend = FsBackend::new(&path).unwrap();
     let observed = observe(&backend);
-    rewrite_in_place(&path, b"4242 0f9f");
+    rewrite_in_place(&path, b"4242 0f9fad5b");
     set_mtime(&path, long_ago());
     assert_eq!(
         block_on(backend.break_if_unchanged(&observed)).unwrap(),
         Broke::Changed
     );
-    assert_eq!(fs::read(&path).unwrap(), b"4242 0f9f");
+    assert_eq!(fs::read(&path).unwrap(), b"4242 0f9fad5b");
     // Observed afresh, the foreign lock is breakable.
     let observed = observe(&backend);
     assert_eq!(

@@ -195,10 +195,19 @@ impl VfsFile for HookedFile {
             self.inner.sync().await
         }
     }
+    fn lock_exclusive(&self) -> impl Future<Output = io::Result<bool>> + Send {
+        self.inner.lock_exclusive()
+    }
+    fn kernel_held(&self) -> impl Future<Output = io::Result<bool>> + Send {
+        self.inner.kernel_held()
+    }
+    fn unlock(&self) -> io::Result<()> {
+        self.inner.unlock()
+    }
 }
 
 /// What [`stale_foreign_lock`] holds.
-const STALE_FOREIGN: &[u8] = b"4242 0f8f";
+const STALE_FOREIGN: &[u8] = b"4242 0f8fad5b";
 
 fn hooked(path: &Path) -> (FsBackend<Hooked>, Hooked) {
     let vfs = Hooked::default();
@@ -468,19 +477,19 @@ fn break_never_replaces_a_third_lock_created_while_the_moved_one_was_in_trash() 
     // path while the replacement is in our trash.
     let probe = path.clone();
     vfs.before("rename", 1, move || {
-        replace(&probe, b"5151 1a2b", long_ago())
+        replace(&probe, b"5151 1a2b3c4d", long_ago())
     });
     // The first `open_read` is the re-check, the second the look under the
     // break marker, the third looks at the trash.
     let probe = path.clone();
     vfs.before("open_read", 3, move || {
-        fs::write(&probe, b"6262 3c4d").unwrap()
+        fs::write(&probe, b"6262 3c4d5e6f").unwrap()
     });
     assert_eq!(
         block_on(backend.break_if_unchanged(&observed)).unwrap(),
         Broke::Changed
     );
-    assert_eq!(fs::read(&path).unwrap(), b"6262 3c4d");
+    assert_eq!(fs::read(&path).unwrap(), b"6262 3c4d5e6f");
     assert!(trash_in(dir.path()).is_empty());
     assert!(vfs.log().contains(&"link"), "a restore was attempted");
 }
@@ -492,13 +501,13 @@ fn break_removes_the_observed_lock_even_if_a_new_one_appears_meanwhile() {
     // The third `open_read` looks at the trash (after the re-check and the
     // look under the break marker).
     vfs.before("open_read", 3, move || {
-        fs::write(&probe, b"7373 5e6f").unwrap()
+        fs::write(&probe, b"7373 5e6f7a8b").unwrap()
     });
     assert_eq!(
         block_on(backend.break_if_unchanged(&observed)).unwrap(),
         Broke::Broken
     );
-    assert_eq!(fs::read(&path).unwrap(), b"7373 5e6f");
+    assert_eq!(fs::read(&path).unwrap(), b"7373 5e6f7a8b");
     assert!(trash_in(dir.path()).is_empty());
 }
 
@@ -615,4 +624,60 @@ fn a_create_whose_empty_file_was_broken_before_its_write_does_not_hold() {
         block_on(backend.release(&mine.owner)).unwrap(),
         Released::NotOurs
     );
+}
+
+/// Somebody's file moved onto the lock path between the breaker's look and
+/// its rename, and a third contender's lock created while it sits in trash:
+/// the link back fails. It is not a lock, so it is never removed: it is kept
+/// under a name of its own, and the break fails naming it.
+#[test]
+fn a_non_lock_moved_aside_by_mistake_is_kept_when_it_cannot_be_put_back() {
+    let (dir, path, backend, vfs, observed) = stale_foreign_lock();
+    let probe = path.clone();
+    vfs.before("rename", 1, move || {
+        replace(&probe, b"precious user data\n", long_ago())
+    });
+    let probe = path.clone();
+    // The look at what was moved to trash: a third contender's lock appears.
+    vfs.before("open_read", 3, move || {
+        fs::write(&probe, record::encode(&rec())).unwrap()
+    });
+    let outcome = block_on(backend.break_if_unchanged(&observed));
+    let message = match outcome {
+        Err(error) => error.to_string(),
+        other => panic!("expected the break to fail naming the kept file, got {other:?}"),
+    };
+    let kept: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| fs::read(p).is_ok_and(|content| content == b"precious user data\n"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the user's file was deleted");
+    assert!(message.contains(&*kept[0].to_string_lossy()), "{message}");
+    assert!(kept[0].to_string_lossy().contains(".displaced."));
+}
+
+/// A release that fails cannot be retried (the guard is gone): the
+/// descriptor must not outlive it, or its kernel lock would tell every
+/// contender on this host that a live process holds the lock, for as long
+/// as this process runs.
+#[test]
+fn a_failed_release_lets_go_of_the_kernel_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.lock");
+    let (backend, vfs) = hooked(&path);
+    let record = rec();
+    assert_eq!(
+        block_on(backend.try_create(&record)).unwrap(),
+        Created::Created
+    );
+    let kernel_held = || {
+        let file = fs::File::open(&path).unwrap();
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
+    };
+    assert!(kernel_held(), "the holder's kernel lock");
+    vfs.fail("rename", 1, io::ErrorKind::Other);
+    assert!(block_on(backend.release(&record.owner)).is_err());
+    assert!(path.exists(), "left to go stale");
+    assert!(!kernel_held(), "no kernel lock once the release failed");
 }

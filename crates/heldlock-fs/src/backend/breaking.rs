@@ -175,41 +175,82 @@ impl<V: Vfs> FsBackend<V> {
                 }
             }
         };
-        if (by_wall_clock || by_watching)
-            && self
-                .remove_marker_if_same(marker, meta.ino, meta.mtime)
-                .await
-        {
+        if (by_wall_clock || by_watching) && self.replace_expired_marker(marker, &meta).await {
             tracing::info!(marker = %marker.display(), "removed the break marker of a breaker that died");
         }
     }
 
-    /// Removes the marker at `marker` only if it is still the inode `ino`
-    /// stamped `mtime`: it is moved to a fresh trash name first and checked
-    /// there, so a newer breaker's marker that took the name meanwhile is
-    /// put back (with `link`, which never replaces a marker made since)
-    /// instead of removed. Whether it was removed.
+    /// Removes the expired marker `expired` at `marker` without ever leaving
+    /// the name empty while it is not known to be `expired`: a fresh marker
+    /// of ours takes its place in one atomic exchange
+    /// (`renameat2(RENAME_EXCHANGE)`), and only then is what was swapped
+    /// out looked at. Had a live breaker's marker taken the name meanwhile,
+    /// it is swapped back: the name held our fresh marker in between, which
+    /// no other breaker removes, so nobody could have slipped in. Our own
+    /// marker is then removed like any breaker's. Whether the expired one
+    /// was removed.
+    ///
+    /// Where the file system cannot exchange (NFS, some FUSE file systems),
+    /// the marker is removed in place when it is still the expired one,
+    /// which leaves the window of [`remove_marker_if_same`](Self::remove_marker_if_same).
+    async fn replace_expired_marker(&self, marker: &Path, expired: &Meta) -> bool {
+        let ours = self.trash_path("breaking");
+        let Ok(file) = self.vfs.create_new(&ours).await else {
+            return false;
+        };
+        let mine = file.fstat().await.ok().map(|meta| (meta.ino, meta.mtime));
+        drop(file);
+        match self.vfs.exchange(&ours, marker).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                let _ = self.vfs.unlink(&ours).await;
+                return self
+                    .remove_marker_if_same(marker, expired.ino, expired.mtime)
+                    .await;
+            }
+            Err(_) => {
+                let _ = self.vfs.unlink(&ours).await;
+                return false;
+            }
+        }
+        let was_expired = self.vfs.lstat(&ours).await.is_ok_and(|meta| {
+            meta.kind == FileKind::File && (meta.ino, meta.mtime) == (expired.ino, expired.mtime)
+        });
+        if !was_expired {
+            let _ = self.vfs.exchange(&ours, marker).await;
+        }
+        // Trash either way: the expired marker, or our own swapped back.
+        let _ = self.vfs.unlink(&ours).await;
+        if was_expired {
+            match mine {
+                Some((ino, mtime)) => {
+                    self.remove_marker_if_same(marker, ino, mtime).await;
+                }
+                None => {
+                    let _ = self.vfs.unlink(marker).await;
+                }
+            }
+        }
+        was_expired
+    }
+
+    /// Removes the marker at `marker` if it is still the inode `ino` stamped
+    /// `mtime`, in place: looked at, then unlinked by name. Never moves the
+    /// name away, so another breaker never finds it empty while a live
+    /// breaker holds it. The one window left, between the look and the
+    /// unlink, needs the marker's own breaker paused past its expiry (its
+    /// marker removed and a newer breaker's made meanwhile). Whether it was
+    /// removed.
     pub(super) async fn remove_marker_if_same(
         &self,
         marker: &Path,
         ino: u64,
         mtime: SystemTime,
     ) -> bool {
-        let trash = self.trash_path("breaking");
-        if self.vfs.rename(marker, &trash).await.is_err() {
-            return false;
-        }
-        let same = self.vfs.lstat(&trash).await.is_ok_and(|meta| {
+        let same = self.vfs.lstat(marker).await.is_ok_and(|meta| {
             meta.kind == FileKind::File && (meta.ino, meta.mtime) == (ino, mtime)
         });
-        if !same {
-            // Put back whatever this is; if another marker took the name
-            // meanwhile, that one excludes the breakers already.
-            let _ = self.vfs.link(&trash, marker).await;
-        }
-        // Trash of ours either way; a failure leaves it to the sweep.
-        let _ = self.vfs.unlink(&trash).await;
-        same
+        same && self.vfs.unlink(marker).await.is_ok()
     }
 
     /// Whether `name` is one of this lock's trash names (or a break marker):
@@ -316,7 +357,7 @@ mod tests {
         dir: &std::path::Path,
     ) -> Result<(FsBackend, Observed), Box<dyn std::error::Error>> {
         let path = dir.join("l.lock");
-        fs::write(&path, b"4242 0f8f")?;
+        fs::write(&path, b"4242 0f8fad5b")?;
         let old = SystemTime::now() - Duration::from_secs(3600);
         let file = fs::File::options().write(true).open(&path)?;
         file.set_modified(old)?;
@@ -430,6 +471,32 @@ mod tests {
         assert_eq!(
             block_on(backend.break_if_unchanged(&observed))?,
             Broke::Broken
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_expired_marker_is_swapped_out_never_leaving_the_name_empty() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (backend, _) = stale_lock(dir.path())?;
+        let marker = marker_of(&backend)?;
+        fs::write(&marker, b"")?;
+        let expired = block_on(RealFs.lstat(&marker))?;
+        assert!(block_on(backend.replace_expired_marker(&marker, &expired)));
+        assert!(!marker.exists());
+        assert_eq!(fs::read_dir(dir.path())?.count(), 1, "the lock alone");
+
+        // The expired marker was removed meanwhile, and a live breaker's
+        // marker took the name: it is swapped back, untouched.
+        fs::write(&marker, b"")?;
+        let live = block_on(RealFs.lstat(&marker))?;
+        assert!(!block_on(backend.replace_expired_marker(&marker, &expired)));
+        let after = block_on(RealFs.lstat(&marker))?;
+        assert_eq!((after.ino, after.mtime), (live.ino, live.mtime));
+        assert_eq!(
+            fs::read_dir(dir.path())?.count(),
+            2,
+            "the lock and the marker"
         );
         Ok(())
     }

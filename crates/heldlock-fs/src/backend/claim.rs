@@ -9,7 +9,7 @@ use heldlock_core::{BackendError, LockRecord, OwnerId, Released, Step};
 #[cfg(feature = "safeguard-switches")]
 use super::Restore;
 use super::look::is_gone;
-use super::look::{Look, Place};
+use super::look::{Look, Nature, Place};
 use super::{FsBackend, Held};
 use crate::record;
 use crate::vfs::{FileKind, Vfs, VfsFile};
@@ -48,7 +48,7 @@ impl<V: Vfs> FsBackend<V> {
             Err(e) => {
                 // We cannot tell what we moved: put it back, it is the only
                 // move that cannot harm its holder.
-                self.restore(step, &trash, FileKind::File).await?;
+                self.restore(step, &trash, FileKind::File, false).await?;
                 return Err(self.io(step, e.action, e.source));
             }
         };
@@ -59,16 +59,25 @@ impl<V: Vfs> FsBackend<V> {
                 .map_err(|e| self.io(step, "unlink the trash file", e))?;
             return Ok(Claim::Removed);
         }
-        self.restore(step, &trash, moved.meta.kind).await
+        let lock = moved.nature() == Nature::Lock;
+        self.restore(step, &trash, moved.meta.kind, lock).await
     }
 
     /// Puts a lock that was moved to `trash` by mistake back at the lock
     /// path, never replacing whatever may have been created there since.
+    ///
+    /// `lock` says whether what was moved is provably a lock: only a lock is
+    /// removed when another lock took the path meanwhile. Anything else
+    /// (somebody's file moved onto the lock path between our look and our
+    /// rename, or something we could not look at) is kept under a name of
+    /// its own beside the lock, which no sweep removes, and the step fails
+    /// naming it.
     pub(super) async fn restore(
         &self,
         step: Step,
         trash: &Path,
         kind: FileKind,
+        lock: bool,
     ) -> Result<Claim, BackendError> {
         if kind == FileKind::Dir {
             // Directories cannot be hard-linked; `rename` can only replace
@@ -91,6 +100,17 @@ impl<V: Vfs> FsBackend<V> {
                     .await
                     .map_err(|e| self.io(step, "unlink the trash file after restoring", e))?;
                 Ok(Claim::Restored)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !lock => {
+                let kept = self.trash_path("displaced");
+                let source = match self.vfs.rename(trash, &kept).await {
+                    Ok(()) => io::Error::other(format!(
+                        "another lock took its place; it was kept as {}",
+                        kept.display()
+                    )),
+                    Err(e) => e,
+                };
+                Err(self.io(step, "put back a moved file that is not a lock", source))
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // A third contender created a lock while the one we moved was
@@ -179,9 +199,20 @@ impl<V: Vfs> FsBackend<V> {
         let held = self.held().get(owner).cloned();
         let outcome = self.release_held(step, held, owner).await;
         // Forget the owner once the outcome is known; after an error a retry
-        // still has the descriptor to prove ownership with.
-        if outcome.is_ok() {
-            self.held().remove(owner);
+        // still has the descriptor to prove ownership with. But not its
+        // kernel lock: `Lock` never retries (the guard is consumed), and a
+        // kernel lock kept for as long as this process lives would be proof
+        // of life to every contender on this host. Without it, a lock whose
+        // release failed goes stale, as its heartbeat has stopped.
+        match &outcome {
+            Ok(_) => {
+                self.held().remove(owner);
+            }
+            Err(_) => {
+                if let Some(held) = self.held().get(owner) {
+                    let _ = held.file.unlock();
+                }
+            }
         }
         outcome
     }

@@ -71,6 +71,7 @@ impl<V: Vfs> FsBackend<V> {
         // An error of the probe (a file system without `flock`) only means
         // no proof of life: the heartbeat and the pid still tell.
         let kernel_held = probe
+            && self.kernel_locks
             && record::decode(&content).is_some_and(|r| r.field("host").is_some())
             && file.kernel_held().await.unwrap_or(false);
         Ok(Some(Look {

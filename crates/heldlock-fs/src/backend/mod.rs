@@ -103,6 +103,8 @@ pub struct FsBackend<V: Vfs = RealFs> {
     swept: AtomicBool,
     /// A break marker older than this was left by a breaker that died.
     marker_expiry: Duration,
+    /// Whether holders take, and waiters probe, the kernel lock.
+    kernel_locks: bool,
     /// The marker this backend found in its way, and since when it has seen
     /// it unchanged (by the monotonic clock, which no host's clock skews).
     marker_seen: Mutex<Option<SeenMarker>>,
@@ -180,6 +182,7 @@ impl<V: Vfs> FsBackend<V> {
             trash_max_age: None,
             swept: AtomicBool::new(false),
             marker_expiry: DEFAULT_MARKER_EXPIRY,
+            kernel_locks: true,
             marker_seen: Mutex::new(None),
             #[cfg(feature = "safeguard-switches")]
             safeguards: Safeguards::default(),
@@ -214,6 +217,18 @@ impl<V: Vfs> FsBackend<V> {
     #[must_use]
     pub fn expire_break_markers_after(mut self, age: Duration) -> Self {
         self.marker_expiry = age;
+        self
+    }
+
+    /// Whether a holder takes an exclusive kernel lock (`flock`) on its lock
+    /// file, and a waiter probes it as proof of life (default `true`; see
+    /// `docs/protocol.md`, "Proof of life"). `FileLock` turns it off on a
+    /// network file system: only the holder's own host could trust the
+    /// proof, and there a `flock` goes through the server's lock manager,
+    /// whose failures can block or keep a crashed client's lock for good.
+    #[must_use]
+    pub fn kernel_locks(mut self, enabled: bool) -> Self {
+        self.kernel_locks = enabled;
         self
     }
 
@@ -340,7 +355,7 @@ impl<V: Vfs> FsBackend<V> {
         // whose record they can read, so none of them ever holds the shared
         // probe lock that would make this one fail. Any failure (a file
         // system without `flock`) only leaves the lock without that proof.
-        if !matches!(file.lock_exclusive().await, Ok(true)) {
+        if self.kernel_locks && !matches!(file.lock_exclusive().await, Ok(true)) {
             tracing::debug!(lock = %self.path.display(), "no kernel lock on the new lock file");
         }
         let held = Held {

@@ -34,13 +34,14 @@ pub enum ArgsError {
 }
 
 /// The safeguard names `--safeguard-off` takes.
-pub const SAFEGUARD_NAMES: [&str; 6] = [
+pub const SAFEGUARD_NAMES: [&str; 7] = [
     "release-precheck",
     "reverify-before-break",
     "restore-rename-back",
     "restore-unlink",
     "inode-ownership",
     "recheck-after-rename",
+    "break-marker",
 ];
 
 /// Help text for the configuration options.
@@ -59,7 +60,7 @@ pub const CONFIG_HELP: &str = "  --contenders N         contenders (default 3)
   --io-heartbeat-only X  yes | no: inject I/O errors into heartbeat refreshes only
   --safeguard-off NAME   turn one protocol safeguard off (repeatable): release-precheck,
                          reverify-before-break, restore-rename-back, restore-unlink,
-                         inode-ownership, recheck-after-rename";
+                         inode-ownership, recheck-after-rename, break-marker";
 
 impl SimConfig {
     /// Applies one option (`--name value`) to the configuration. Returns
@@ -184,6 +185,7 @@ impl SimConfig {
             "restore-unlink" => s.restore = Restore::Unlink,
             "inode-ownership" => s.inode_ownership = false,
             "recheck-after-rename" => s.recheck_after_rename = false,
+            "break-marker" => s.break_marker = false,
             _ => return None,
         }
         Some(())
@@ -217,6 +219,9 @@ impl SimConfig {
             }
             if !s.recheck_after_rename {
                 off.push("recheck-after-rename");
+            }
+            if !s.break_marker {
+                off.push("break-marker");
             }
             off
         }

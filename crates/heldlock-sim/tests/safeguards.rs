@@ -87,7 +87,7 @@ fn restoring_by_rename_destroys_the_lock_created_meanwhile() {
     detects(
         "restore-with-link (rename back instead)",
         config,
-        500,
+        1_000,
         &[Invariant::ForeignRemoval, Invariant::MutualExclusion],
     );
 }

@@ -102,7 +102,7 @@ fn ci() -> Result<(), String> {
         ],
         &[],
     )?;
-    cargo(TEST_COMMAND, &[])?;
+    tests_leave_nothing_behind()?;
     // The safeguard switches are test-only and never in the workspace's
     // build: their checks run in builds of their own.
     cargo(SAFEGUARD_CLIPPY, &[])?;
@@ -214,6 +214,58 @@ fn deny() -> Result<(), String> {
         cargo(&["install", "--locked", "cargo-deny"], &[])?;
     }
     cargo(&["deny", "check", "licenses", "bans", "sources"], &[])
+}
+
+/// Runs the README's test command with a temporary directory (`TMPDIR`)
+/// and a runtime directory (`XDG_RUNTIME_DIR`, where waiters queue) of
+/// their own, and fails if anything is left in either afterwards: every
+/// test cleans up after itself, and the lock protocol leaves nothing behind.
+/// (The empty directories themselves are the run's; a private per-user
+/// `heldlock-<uid>` directory the queue may keep in `TMPDIR` counts only
+/// if something is in it.)
+fn tests_leave_nothing_behind() -> Result<(), String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/xtask-test-dirs")
+        .join(std::process::id().to_string());
+    let (tmp, run) = (root.join("tmp"), root.join("run"));
+    for dir in [&tmp, &run] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    // The runtime directory must be private, as the specification says.
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| format!("make {} private: {e}", run.display()))?;
+    let (tmp_s, run_s) = (tmp.display().to_string(), run.display().to_string());
+    let tested = cargo(
+        TEST_COMMAND,
+        &[("TMPDIR", tmp_s.as_str()), ("XDG_RUNTIME_DIR", run_s.as_str())],
+    );
+    let mut left = Vec::new();
+    for dir in [&tmp, &run] {
+        list_files(dir, &mut left);
+    }
+    if tested.is_ok() && !left.is_empty() {
+        return Err(format!(
+            "the tests left {} file(s) behind in their TMPDIR or XDG_RUNTIME_DIR:\n  {}",
+            left.len(),
+            left.join("\n  ")
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    tested
+}
+
+/// Every file (not directory) under `dir`, as paths, into `out`.
+fn list_files(dir: &std::path::Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => list_files(&path, out),
+            _ => out.push(path.display().to_string()),
+        }
+    }
 }
 
 fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {

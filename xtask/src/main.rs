@@ -237,7 +237,10 @@ fn tests_leave_nothing_behind() -> Result<(), String> {
     let (tmp_s, run_s) = (tmp.display().to_string(), run.display().to_string());
     let tested = cargo(
         TEST_COMMAND,
-        &[("TMPDIR", tmp_s.as_str()), ("XDG_RUNTIME_DIR", run_s.as_str())],
+        &[
+            ("TMPDIR", tmp_s.as_str()),
+            ("XDG_RUNTIME_DIR", run_s.as_str()),
+        ],
     );
     let mut left = Vec::new();
     for dir in [&tmp, &run] {

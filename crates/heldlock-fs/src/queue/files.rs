@@ -1,0 +1,446 @@
+//! The queue's files: the private directory they live in, joining and
+//! leaving a queue, and the removal of queues nobody is in any more.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
+/// Where this user's queue files go: `$XDG_RUNTIME_DIR` when it is set and
+/// private, else `$TMPDIR/heldlock-<euid>`, made on first use with mode
+/// 0700. Taken from the environment whenever this process starts to wait
+/// for a lock it does not wait for yet; tests give their own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Home {
+    pub(super) runtime_dir: Option<PathBuf>,
+    pub(super) temp_dir: PathBuf,
+}
+
+impl Home {
+    pub(super) fn from_env() -> Self {
+        Home {
+            runtime_dir: std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+            temp_dir: std::env::temp_dir(),
+        }
+    }
+
+    /// The directory of the queue files, opened and found private.
+    pub(super) fn open_dir(&self) -> Result<OwnedFd, NoQueue> {
+        // The runtime directory is the user's own by specification (mode
+        // 0700, emptied at logout), but a process often inherits one that
+        // is not its own (`sudo` keeps the invoking user's), hence checked;
+        // a relative one is ignored, as the specification says.
+        if let Some(runtime) = self.runtime_dir.as_deref().filter(|dir| dir.is_absolute())
+            && let Ok(dir) = open_private_dir(runtime)
+        {
+            return Ok(dir);
+        }
+        // A directory of its own in the shared temporary directory: only
+        // there can the queue files be out of other users' reach. It stays
+        // when empty: in a sticky directory such as `/tmp` no other user can
+        // take its name from us while it exists, and removing it after each
+        // wait would give them that chance every time. `mkdir` creates a
+        // new directory or fails: it neither follows a link nor changes
+        // what is there (which is then checked like anything found), and a
+        // umask only takes bits away from 0700.
+        let per_user = self
+            .temp_dir
+            .join(format!("heldlock-{}", rustix::process::geteuid().as_raw()));
+        match rustix::fs::mkdir(&per_user, Mode::RWXU) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(error) => return Err(NoQueue::Io(error)),
+        }
+        open_private_dir(&per_user)
+    }
+}
+
+/// Opens the directory at `path` if it is private: a real directory (a
+/// symbolic link is not followed), owned by this user, with no permission
+/// for its group or others. It is checked through the descriptor and used
+/// only through it (the queue files are opened relative to it), so the
+/// directory checked is the one used, whatever becomes of the path.
+pub(super) fn open_private_dir(path: &Path) -> Result<OwnedFd, NoQueue> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = rustix::fs::open(path, flags, Mode::empty()).map_err(NoQueue::Io)?;
+    let stat = rustix::fs::fstat(&dir).map_err(NoQueue::Io)?;
+    let mode = Mode::from_raw_mode(stat.st_mode);
+    if stat.st_uid != rustix::process::geteuid().as_raw()
+        || mode.intersects(Mode::RWXG | Mode::RWXO)
+    {
+        return Err(NoQueue::NotPrivate {
+            owner: stat.st_uid,
+            mode,
+        });
+    }
+    Ok(dir)
+}
+
+/// Why a waiter watches without the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoQueue {
+    Io(Errno),
+    /// The queue directory is not this user's alone.
+    NotPrivate {
+        owner: u32,
+        mode: Mode,
+    },
+    /// Something other than a regular file at a queue file's name.
+    NotAFile,
+    /// The queue files were being removed at every attempt.
+    Busy,
+}
+
+impl fmt::Display for NoQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoQueue::Io(error) => write!(f, "{error}"),
+            NoQueue::NotPrivate { owner, mode } => write!(
+                f,
+                "the queue directory is not private (owner {owner}, mode {:o})",
+                mode.bits()
+            ),
+            NoQueue::NotAFile => f.write_str("not a regular file at a queue file's name"),
+            NoQueue::Busy => f.write_str("the queue files kept being removed"),
+        }
+    }
+}
+
+/// The name of the queue of the lock at `lock` (its files add a suffix):
+/// after the lock's directory by device and inode (every path to it agrees)
+/// and a stable hash of the lock's file name. The queue directory is not the
+/// lock's, so that the lock's directory holds nothing but locks, and so that
+/// the queue stays on this host even when the lock is on a network file
+/// system. `None` when the lock's directory cannot be found.
+pub(super) fn queue_name(lock: &Path) -> Option<String> {
+    let name = lock.file_name()?;
+    let dir = match lock.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = rustix::fs::stat(dir).ok()?;
+    Some(format!(
+        "heldlock-{:x}-{:x}-{:016x}",
+        dir.st_dev,
+        dir.st_ino,
+        crate::record::stable_hash(crate::record::FNV_OFFSET_BASIS, name.as_bytes()),
+    ))
+}
+
+/// How many times [`join`] starts over after finding the queue files
+/// removed, or being removed, under it.
+pub(super) const JOIN_ATTEMPTS: u32 = 8;
+
+/// This process's part in one lock's queue, for as long as it lives. A queue
+/// is two empty files: the *turn* file, whose exclusive `flock` is the turn,
+/// and the *waiters* file, which every member holds a shared `flock` on. The
+/// last member to leave removes both; dropping a membership leaves.
+///
+/// Why no member is ever left behind on a removed file (which would split
+/// the queue, and leave the files of the part nobody joins any more):
+///
+/// * The files are removed only by a member that holds the waiters file
+///   exclusively: its shared lock traded for an exclusive one that is
+///   granted only when no other open description of the file holds a lock,
+///   that is when no other member exists, in this process or another.
+/// * A newcomer takes its shared lock without waiting, then checks that the
+///   waiters file's name still leads to the file it locked (`statat`
+///   against `fstat`), and only then opens the turn file. Against a
+///   removal it either locks first (and the remover, seeing a member, does
+///   not remove), or it cannot lock while the remover holds the file, or it
+///   locks once the remover has removed the names and closed the file, and
+///   then finds the name gone or leading to a new file: it drops what it
+///   opened and starts over. The turn file it opens is therefore always the
+///   one at its name while it is a member.
+/// * The turn file is removed before the waiters file: a newcomer whose
+///   waiters file is a new one (created once the old name was gone) opens
+///   the turn file only after that, so never the one being removed.
+/// * A member opens the turn file only after joining and closes it when it
+///   leaves: no turn file outlives its membership.
+///
+/// The shared lock is not waited for: a remover holds the file only for a
+/// few system calls, but a remover stopped there would stop every newcomer
+/// with it. A newcomer that keeps finding it held gives up and watches.
+#[derive(Debug)]
+pub(super) struct Membership {
+    /// The private queue directory; every name below is relative to it.
+    pub(super) dir: OwnedFd,
+    pub(super) waiters_name: String,
+    pub(super) turn_name: String,
+    /// Held with a shared `flock` while this membership lives.
+    pub(super) waiters: OwnedFd,
+    /// Its exclusive `flock` is the turn.
+    pub(super) turn: OwnedFd,
+    /// The process that joined. A child forked without `exec` shares the
+    /// open file descriptions, hence the locks, and must leave them alone:
+    /// unlocking there would take its parent's turn or place away.
+    pub(super) pid: u32,
+}
+
+/// Moments in joining and leaving at which another process may act: a test
+/// acts there, deterministically, as that process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// A newcomer opened the waiters file and has not locked it yet.
+    WaitersOpened,
+    /// The last member removed the turn file, not yet the waiters file.
+    BetweenRemovals,
+}
+
+#[cfg(not(test))]
+pub(super) fn step(_: Step) {}
+
+#[cfg(test)]
+pub(super) fn step(at: Step) {
+    super::tests::at_step(at);
+}
+
+/// Joins the queue named `name` in `home`'s queue directory.
+pub(super) fn join(home: &Home, name: &str) -> Result<Membership, NoQueue> {
+    let waiters_name = format!("{name}.waiters");
+    let turn_name = format!("{name}.turn");
+    for _ in 0..JOIN_ATTEMPTS {
+        let dir = home.open_dir()?;
+        let waiters = match open_queue_file(&dir, &waiters_name) {
+            // The directory was removed after it was opened (by a cleaner
+            // of temporary files: heldlock leaves it): made again next time.
+            Err(NoQueue::Io(Errno::NOENT)) => continue,
+            other => other?,
+        };
+        step(Step::WaitersOpened);
+        match rustix::fs::flock(&waiters, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => {}
+            // The last member is removing the files.
+            Err(Errno::WOULDBLOCK) => {
+                std::thread::yield_now();
+                continue;
+            }
+            Err(error) => return Err(NoQueue::Io(error)),
+        }
+        if !still_named(&dir, &waiters_name, &waiters)? {
+            continue;
+        }
+        let turn = open_queue_file(&dir, &turn_name)?;
+        return Ok(Membership {
+            dir,
+            waiters_name,
+            turn_name,
+            waiters,
+            turn,
+            pid: std::process::id(),
+        });
+    }
+    Err(NoQueue::Busy)
+}
+
+impl Membership {
+    /// Takes the turn if nobody has it.
+    pub(super) fn try_lead(&self) -> rustix::io::Result<()> {
+        rustix::fs::flock(&self.turn, FlockOperation::NonBlockingLockExclusive)
+    }
+
+    /// Sleeps until the turn comes.
+    pub(super) fn wait_for_turn(&self) -> rustix::io::Result<()> {
+        loop {
+            match rustix::fs::flock(&self.turn, FlockOperation::LockExclusive) {
+                Err(Errno::INTR) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Gives the turn up, if this member has it: the kernel wakes the next
+    /// member in line.
+    pub(super) fn pass_turn(&self) {
+        if self.pid == std::process::id() {
+            // Closing the file would release the turn too; unlocking says
+            // so, and does not wait for the last clone of the membership.
+            let _ = rustix::fs::flock(&self.turn, FlockOperation::Unlock);
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            return;
+        }
+        self.pass_turn();
+        // Fails while any other member holds its shared lock. A failed
+        // trade loses this member's shared lock, which it is giving up
+        // anyway.
+        if rustix::fs::flock(&self.waiters, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return;
+        }
+        if remove_queue(
+            &self.dir,
+            &self.waiters_name,
+            &self.turn_name,
+            &self.waiters,
+        ) {
+            // Newcomers that opened the removed file start over now, not
+            // after the sweep.
+            let _ = rustix::fs::flock(&self.waiters, FlockOperation::Unlock);
+            if sweep_due(&self.dir) {
+                sweep_abandoned(&self.dir);
+            }
+        }
+    }
+}
+
+/// Removes a queue's files, given its waiters file `waiters` held
+/// exclusively (see [`Membership`]); whether it did.
+pub(super) fn remove_queue(
+    dir: &OwnedFd,
+    waiters_name: &str,
+    turn_name: &str,
+    waiters: &OwnedFd,
+) -> bool {
+    // Only a process of this user that is not heldlock could have moved the
+    // name meanwhile; then whatever it names is not this queue's.
+    if still_named(dir, waiters_name, waiters) != Ok(true) {
+        return false;
+    }
+    // The turn file first (see `Membership`). Should a removal fail, the
+    // file stays at its name and whoever comes next uses it.
+    let _ = rustix::fs::unlinkat(dir, turn_name, AtFlags::empty());
+    step(Step::BetweenRemovals);
+    let _ = rustix::fs::unlinkat(dir, waiters_name, AtFlags::empty());
+    // Only once the exclusive lock ends can a newcomer that opened the old
+    // waiters file lock it, and find its name gone.
+    true
+}
+
+/// How often at most a process sweeps abandoned queues: a sweep lists the
+/// queue directory, which must not happen every time a queue empties (under
+/// contention, every few hand-offs).
+pub(super) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether this process is due to sweep the queue directory `dir`: the
+/// first time one of its queues there empties, then at most once per
+/// [`SWEEP_EVERY`].
+pub(super) fn sweep_due(dir: &OwnedFd) -> bool {
+    static LAST: Mutex<Vec<(DirKey, std::time::Instant)>> = Mutex::new(Vec::new());
+    let Some(key) = dir_key(dir) else {
+        return false;
+    };
+    let now = std::time::Instant::now();
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    match last.iter_mut().find(|(at, _)| *at == key) {
+        Some((_, when)) if now.saturating_duration_since(*when) < SWEEP_EVERY => false,
+        Some((_, when)) => {
+            *when = now;
+            true
+        }
+        None => {
+            last.push((key, now));
+            true
+        }
+    }
+}
+
+/// One directory, while it exists and after: device, inode and birth time
+/// (an inode number alone is handed to the next directory made).
+pub(super) type DirKey = (u64, u64, i64, u32);
+
+pub(super) fn dir_key(dir: &OwnedFd) -> Option<DirKey> {
+    let stat = rustix::fs::statx(
+        dir,
+        "",
+        AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::INO | rustix::fs::StatxFlags::BTIME,
+    )
+    .ok()?;
+    let dev = (u64::from(stat.stx_dev_major) << 32) | u64::from(stat.stx_dev_minor);
+    Some((
+        dev,
+        stat.stx_ino,
+        stat.stx_btime.tv_sec,
+        stat.stx_btime.tv_nsec,
+    ))
+}
+
+/// Removes the queues in `dir` that have no member: left by processes that
+/// were killed, or exited, while they waited (the kernel drops a dead
+/// process's `flock`s, not its files). Done by whoever removes its own
+/// queue's files, so that such leftovers last only until some queue of this
+/// user next empties.
+pub(super) fn sweep_abandoned(dir: &OwnedFd) {
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+        return;
+    };
+    // Listed first: the directory is not changed while it is read.
+    let mut names: Vec<String> = entries
+        .map_while(Result::ok)
+        .filter_map(|entry| {
+            let file = entry.file_name().to_str().ok()?;
+            let name = file
+                .strip_suffix(".waiters")
+                .or_else(|| file.strip_suffix(".turn"))?;
+            is_queue_name(name).then(|| name.to_owned())
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let (waiters_name, turn_name) = (format!("{name}.waiters"), format!("{name}.turn"));
+        // Taken exclusively at once, as by the last member to leave: only
+        // when nobody is a member. A turn file without its waiters file
+        // (whose removal failed where the waiters file's did not) gets one,
+        // to be removed with it.
+        let Ok(waiters) = open_queue_file(dir, &waiters_name) else {
+            continue;
+        };
+        if rustix::fs::flock(&waiters, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            remove_queue(dir, &waiters_name, &turn_name, &waiters);
+        }
+    }
+}
+
+/// Whether `name` is one [`queue_name`] makes: the runtime directory holds
+/// other programs' files, and no other name is touched.
+pub(super) fn is_queue_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("heldlock-") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('-').collect();
+    let hex = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_hexdigit());
+    matches!(parts.as_slice(), [dev, ino, hash] if hex(dev) && hex(ino) && hash.len() == 16 && hex(hash))
+}
+
+/// Opens (creating it if missing) the queue file `name` in `dir`.
+pub(super) fn open_queue_file(dir: &OwnedFd, name: &str) -> Result<OwnedFd, NoQueue> {
+    // Only this user can put anything in the private directory, but what a
+    // mistake left at the name must not stop a waiter: a symbolic link is
+    // not followed, and a FIFO or device is neither waited for
+    // (`O_NONBLOCK`) nor made a terminal (`O_NOCTTY`), only refused.
+    // Read-only is enough for `flock`.
+    let flags = OFlags::RDONLY
+        | OFlags::CREATE
+        | OFlags::CLOEXEC
+        | OFlags::NOFOLLOW
+        | OFlags::NONBLOCK
+        | OFlags::NOCTTY;
+    let file =
+        rustix::fs::openat(dir, name, flags, Mode::RUSR | Mode::WUSR).map_err(NoQueue::Io)?;
+    let stat = rustix::fs::fstat(&file).map_err(NoQueue::Io)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(NoQueue::NotAFile);
+    }
+    Ok(file)
+}
+
+/// Whether `name` in `dir` still leads to `file`. Inode numbers are reused
+/// only once a file is gone, and `file` is open: a new file at the name has
+/// another inode.
+pub(super) fn still_named(dir: &OwnedFd, name: &str, file: &OwnedFd) -> Result<bool, NoQueue> {
+    let held = rustix::fs::fstat(file).map_err(NoQueue::Io)?;
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(found) => Ok((found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)),
+        Err(Errno::NOENT) => Ok(false),
+        Err(error) => Err(NoQueue::Io(error)),
+    }
+}

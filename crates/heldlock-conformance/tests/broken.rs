@@ -32,7 +32,33 @@ enum Fault {
     IdentityByContent,
     /// The record read back loses its `key=value` fields.
     DropsFields,
+    /// `inspect` reports a lock where there is none.
+    InspectInventsALock,
+    /// `release` by the owner says `Released` but leaves the lock in place.
+    ReleaseKeepsTheLock,
+    /// `refresh` of a released lock says `Refreshed`.
+    RefreshRevivesAReleasedLock,
+    /// `break_if_unchanged` never breaks, even the very lock observed.
+    BreakNeverBreaks,
+    /// `break_if_unchanged` with no lock there says `Broken`.
+    BreakOfNothingSaysBroken,
 }
+
+/// Every fault, for the test that every check catches one.
+const FAULTS: [Fault; 12] = [
+    Fault::ReleaseIgnoresOwner,
+    Fault::BreakIgnoresObservation,
+    Fault::RefreshIgnoresOwner,
+    Fault::RefreshKeepsStamp,
+    Fault::CreateOverwrites,
+    Fault::IdentityByContent,
+    Fault::DropsFields,
+    Fault::InspectInventsALock,
+    Fault::ReleaseKeepsTheLock,
+    Fault::RefreshRevivesAReleasedLock,
+    Fault::BreakNeverBreaks,
+    Fault::BreakOfNothingSaysBroken,
+];
 
 /// `MemoryBackend` with one fault.
 #[derive(Clone, Debug)]
@@ -91,6 +117,15 @@ impl LockBackend for Faulty {
     async fn inspect(&self) -> Result<Inspection, BackendError> {
         Ok(match self.inner.inspect().await? {
             Inspection::Present(observed) => Inspection::Present(self.distort(observed)),
+            Inspection::Absent if self.fault == Fault::InspectInventsALock => {
+                Inspection::Present(Observed::new(
+                    Holder::Foreign {
+                        summary: "invented".into(),
+                    },
+                    Identity::new(b"invented".to_vec()),
+                    SystemTime::UNIX_EPOCH,
+                ))
+            }
             Inspection::Absent => Inspection::Absent,
         })
     }
@@ -112,15 +147,23 @@ impl LockBackend for Faulty {
                     Refreshed::Lost
                 })
             }
+            Fault::RefreshRevivesAReleasedLock if self.present().await?.is_none() => {
+                Ok(Refreshed::Refreshed)
+            }
             _ => self.inner.refresh(owner, now).await,
         }
     }
 
     async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
         let Some(current) = self.present().await? else {
-            return Ok(Broke::Absent);
+            return Ok(if self.fault == Fault::BreakOfNothingSaysBroken {
+                Broke::Broken
+            } else {
+                Broke::Absent
+            });
         };
         match self.fault {
+            Fault::BreakNeverBreaks => Ok(Broke::Changed),
             Fault::BreakIgnoresObservation => {
                 self.inner.remove();
                 Ok(Broke::Broken)
@@ -140,6 +183,7 @@ impl LockBackend for Faulty {
     async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
         match self.fault {
             Fault::ReleaseIgnoresOwner => self.release_any(owner),
+            Fault::ReleaseKeepsTheLock => Ok(Released::Released),
             _ => self.inner.release(owner).await,
         }
     }
@@ -147,6 +191,7 @@ impl LockBackend for Faulty {
     fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
         match self.fault {
             Fault::ReleaseIgnoresOwner => Some(self.release_any(owner)),
+            Fault::ReleaseKeepsTheLock => Some(Ok(Released::Released)),
             _ => self.inner.release_blocking(owner),
         }
     }
@@ -270,6 +315,84 @@ fn dropped_fields_are_caught() {
         first.to_string().ends_with("which differs in fields"),
         "{first}"
     );
+}
+
+#[test]
+fn a_lock_invented_by_inspect_is_caught() {
+    assert_fails(
+        Fault::InspectInventsALock,
+        &[
+            "inspect_free",
+            "release_by_owner",
+            "refresh_after_release",
+            "break_current",
+            "break_absent",
+            "release_blocking",
+        ],
+    );
+}
+
+#[test]
+fn a_release_that_keeps_the_lock_is_caught() {
+    assert_fails(
+        Fault::ReleaseKeepsTheLock,
+        &[
+            "inspect_free",
+            "release_by_stranger",
+            "release_by_owner",
+            "refresh_after_release",
+            "break_current",
+            "break_replaced",
+            "break_absent",
+            "release_after_replacement",
+            "identity_per_instance",
+            "release_blocking",
+            "copied_record_not_ours",
+        ],
+    );
+}
+
+#[test]
+fn a_refresh_that_revives_a_released_lock_is_caught() {
+    assert_fails(
+        Fault::RefreshRevivesAReleasedLock,
+        &["inspect_free", "refresh_after_release", "break_current"],
+    );
+}
+
+#[test]
+fn a_break_that_never_breaks_is_caught() {
+    assert_fails(
+        Fault::BreakNeverBreaks,
+        &[
+            "break_current",
+            "refresh_after_replacement",
+            "release_after_replacement",
+            "release_blocking",
+            "copied_record_not_ours",
+        ],
+    );
+}
+
+#[test]
+fn a_break_of_nothing_that_says_broken_is_caught() {
+    assert_fails(Fault::BreakOfNothingSaysBroken, &["break_absent"]);
+}
+
+/// Every check of the suite catches at least one of the faults above: a
+/// check that no broken backend fails could not fail at all.
+#[test]
+fn every_check_catches_some_fault() {
+    let mut caught = std::collections::BTreeSet::new();
+    for fault in FAULTS {
+        caught.extend(run(fault).failed_checks());
+    }
+    let uncaught: Vec<&str> = heldlock_conformance::CHECKS
+        .iter()
+        .map(heldlock_conformance::Check::name)
+        .filter(|name| !caught.contains(name))
+        .collect();
+    assert!(uncaught.is_empty(), "checks no fault fails: {uncaught:?}");
 }
 
 /// A factory that hands every check the same lock: not fresh.

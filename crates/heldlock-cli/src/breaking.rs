@@ -12,18 +12,59 @@ use crate::cli::{self, BreakArgs};
 use crate::duration::show;
 use crate::exit::{self, CliError};
 use crate::holder::View;
+use crate::json;
+
+/// How a `break` ended, short of an error.
+struct Outcome {
+    /// Its name in JSON: `broken`, `free`, `refused` or `changed`.
+    result: &'static str,
+    /// The lock as inspected before breaking it (`None`: it was free).
+    view: Option<View>,
+    /// The exit code.
+    code: u8,
+}
 
 /// Runs `heldlock break`; returns 0 when the lock was broken or already
 /// free, 1 when breaking was refused (fresh, no `--force`) or the lock
-/// changed between the look and the break.
+/// changed between the look and the break. With `--json`, prints one JSON
+/// object in every outcome, errors included.
 ///
 /// # Errors
 ///
-/// [`CliError::Usage`] for a bad lock path; [`CliError::Lock`] when a step
-/// failed (a directory at the lock path, an I/O error).
+/// [`CliError::Usage`] for a bad lock path (exit 64); [`CliError::Query`]
+/// when a step failed (a directory or a non-lock at the lock path without
+/// `--force`, an I/O error: exit 2).
 pub(crate) async fn break_lock(args: BreakArgs) -> Result<u8, CliError> {
+    let shown = args.lock.to_string_lossy().into_owned();
+    let result = break_it(&args, &shown).await;
+    if args.json {
+        let object = match &result {
+            Ok(outcome) => json::breaking(
+                Some(&shown),
+                outcome.result,
+                Some(args.force),
+                None,
+                outcome.view.as_ref(),
+                args.stale,
+            ),
+            Err(error) => json::breaking(
+                Some(&shown),
+                "error",
+                Some(args.force),
+                Some(&error.to_string()),
+                None,
+                args.stale,
+            ),
+        };
+        outln!("{object}");
+    }
+    result.map(|outcome| outcome.code)
+}
+
+/// Inspects, judges and breaks; prints text unless `--json`.
+async fn break_it(args: &BreakArgs, shown: &str) -> Result<Outcome, CliError> {
+    let text = !args.json;
     let path = cli::lock_path(&args.lock)?;
-    let shown = path.display().to_string();
     let backend = FsBackend::new(&path).map_err(|error| CliError::Usage(error.to_string()))?;
     // Without --force, only a lock is ever broken: anything else at the
     // path is refused by `inspect` with what it is.
@@ -35,10 +76,16 @@ pub(crate) async fn break_lock(args: BreakArgs) -> Result<u8, CliError> {
     let observed = match looked {
         Ok(Inspection::Present(observed)) => observed,
         Ok(Inspection::Absent) => {
-            outln!("{shown}: already free");
-            return Ok(exit::SUCCESS);
+            if text {
+                outln!("{shown}: already free");
+            }
+            return Ok(Outcome {
+                result: "free",
+                view: None,
+                code: exit::SUCCESS,
+            });
         }
-        Err(error) => return Err(CliError::Lock(error.into())),
+        Err(error) => return Err(CliError::Query(error.into())),
     };
     let view = View::new(&observed, SystemTime::now());
     let held_for = view.held_for(args.stale);
@@ -48,16 +95,22 @@ pub(crate) async fn break_lock(args: BreakArgs) -> Result<u8, CliError> {
                 "heldlock: refused to break {shown}: it is fresh, held by {held_for}; \
                  wait for it to go stale or use --force"
             );
-            return Ok(exit::FAILURE);
+            return Ok(Outcome {
+                result: "refused",
+                view: Some(view),
+                code: exit::FAILURE,
+            });
         }
-        outln!(
-            "{shown}: breaking a fresh lock (--force), held by {held_for}; owner {}",
-            view.record
-                .as_ref()
-                .map_or_else(|| "unknown".to_owned(), |r| r.owner.to_string())
-        );
+        if text {
+            outln!(
+                "{shown}: breaking a fresh lock (--force), held by {held_for}; owner {}",
+                view.record
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_owned(), |r| r.owner.to_string())
+            );
+        }
     }
-    if !observed.breakable {
+    if !observed.breakable && text {
         outln!(
             "{shown}: removing something that heldlock cannot tell from a lock (--force): {}",
             view.who()
@@ -68,26 +121,35 @@ pub(crate) async fn break_lock(args: BreakArgs) -> Result<u8, CliError> {
     } else {
         backend.break_if_unchanged(&observed).await
     };
-    match broke {
+    let (result, code) = match broke {
         Ok(Broke::Broken) => {
-            outln!(
-                "{shown}: broken (was held by {}, not refreshed for {})",
-                view.who(),
-                show(view.age)
-            );
-            Ok(exit::SUCCESS)
+            if text {
+                outln!(
+                    "{shown}: broken (was held by {}, not refreshed for {})",
+                    view.who(),
+                    show(view.age)
+                );
+            }
+            ("broken", exit::SUCCESS)
         }
         Ok(Broke::Absent) => {
-            outln!("{shown}: already free (released meanwhile)");
-            Ok(exit::SUCCESS)
+            if text {
+                outln!("{shown}: already free (released meanwhile)");
+            }
+            ("free", exit::SUCCESS)
         }
         Ok(Broke::Changed) => {
             errln!(
                 "heldlock: did not break {shown}: it changed since it was inspected \
                  (refreshed, rewritten or replaced); run the command again to judge it anew"
             );
-            Ok(exit::FAILURE)
+            ("changed", exit::FAILURE)
         }
-        Err(error) => Err(CliError::Lock(error.into())),
-    }
+        Err(error) => return Err(CliError::Query(error.into())),
+    };
+    Ok(Outcome {
+        result,
+        view: Some(view),
+        code,
+    })
 }

@@ -33,36 +33,69 @@ pub(crate) fn parse_positive(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// As [`parse_positive`], for `--wait`, whose zero has a flag of its own.
+/// Parses `--wait` as flock(1) takes `-w`: a bare number of seconds (`5`,
+/// `0.5`), or else a human duration (`300ms`, `2s`). Zero is allowed: it
+/// means "try once", as `-w 0` does for flock.
 ///
 /// # Errors
 ///
-/// As [`parse_positive`].
+/// A one-line explanation when `text` is neither, or is too long a wait.
 pub(crate) fn parse_wait(text: &str) -> Result<Duration, String> {
-    match parse(text)? {
-        Duration::ZERO => {
-            Err("it must be more than 0; use --no-wait to try once without waiting".to_owned())
-        }
-        duration => Ok(duration),
+    let text = text.trim();
+    let duration = match bare_seconds(text) {
+        Some(seconds) => seconds?,
+        None => humantime::parse_duration(text).map_err(|error| {
+            format!(
+                "{error}; write seconds as flock does (5, 0.5) or a number with a unit \
+                 (300ms, 2s, 5m)"
+            )
+        })?,
+    };
+    if duration > heldlock::MAX_DURATION {
+        return Err(format!(
+            "it must be at most 365 days; got {}; omit it to wait until the lock is free",
+            show(duration)
+        ));
     }
+    Ok(duration)
 }
 
-/// Shows `duration` for people: milliseconds below a second, seconds with
-/// one decimal below a minute (none when exactly whole), then minutes and hours.
+/// `text` as a bare number of seconds (`5`, `0.5`, `.5`): `None` when it is
+/// not written as one (it may still be a human duration), `Some(Err)` when
+/// it is one but no duration can hold it.
+fn bare_seconds(text: &str) -> Option<Result<Duration, String>> {
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    let dots = text.bytes().filter(|&byte| byte == b'.').count();
+    if digits == 0 || dots > 1 || digits + dots != text.len() {
+        return None;
+    }
+    Some(
+        text.parse::<f64>()
+            .ok()
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .ok_or_else(|| format!("{text} seconds is too long a wait")),
+    )
+}
+
+/// Shows `duration` for people, rounded: milliseconds below a second
+/// (`201 ms`), seconds with one decimal below a minute (`3.2 s`; none when
+/// it rounds to whole seconds: `30 s`), then hours, minutes and seconds
+/// (`2 min 5 s`).
 pub(crate) fn show(duration: Duration) -> String {
-    let millis = duration.as_millis();
+    let nanos = duration.as_nanos();
+    let millis = (nanos + 500_000) / 1_000_000;
     if millis < 1000 {
         return format!("{millis} ms");
     }
-    let secs = duration.as_secs();
-    if secs < 60 {
-        let tenths = millis / 100;
-        return if duration.subsec_millis() == 0 {
-            format!("{secs} s")
+    let tenths = (nanos + 50_000_000) / 100_000_000;
+    if tenths < 600 {
+        return if tenths.is_multiple_of(10) {
+            format!("{} s", tenths / 10)
         } else {
             format!("{}.{} s", tenths / 10, tenths % 10)
         };
     }
+    let secs = (nanos + 500_000_000) / 1_000_000_000;
     let (hours, minutes, seconds) = (secs / 3600, secs / 60 % 60, secs % 60);
     let mut parts = Vec::new();
     if hours > 0 {
@@ -114,17 +147,45 @@ mod tests {
     #[test]
     fn zero_is_refused_where_it_means_nothing() {
         assert!(parse_positive("0s").is_err());
-        assert!(parse_wait("0ms").is_err_and(|e| e.contains("--no-wait")));
         assert_eq!(parse_positive("1ms"), Ok(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn wait_takes_flock_seconds_and_human_durations() {
+        assert_eq!(parse_wait("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_wait("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_wait(".25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_wait("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_wait("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_wait("2s"), Ok(Duration::from_secs(2)));
+        for bad in [
+            "",
+            "soon",
+            "-1",
+            "1.2.3",
+            ".",
+            "5 x",
+            "400days",
+            "1e3",
+            "99999999999",
+        ] {
+            let error = parse_wait(bad).err();
+            assert!(error.is_some(), "{bad:?} was accepted");
+            assert!(!error.unwrap_or_default().contains('\n'));
+        }
     }
 
     #[test]
     fn shows_durations_for_people() {
         assert_eq!(show(Duration::from_millis(0)), "0 ms");
         assert_eq!(show(Duration::from_millis(250)), "250 ms");
+        assert_eq!(show(Duration::from_nanos(201_513_637)), "202 ms");
+        assert_eq!(show(Duration::from_nanos(999_600_000)), "1 s");
         assert_eq!(show(Duration::from_millis(3_249)), "3.2 s");
+        assert_eq!(show(Duration::from_millis(3_250)), "3.3 s");
         assert_eq!(show(Duration::from_secs(30)), "30 s");
-        assert_eq!(show(Duration::from_millis(1_011)), "1.0 s");
+        assert_eq!(show(Duration::from_millis(1_011)), "1 s");
+        assert_eq!(show(Duration::from_millis(59_960)), "1 min");
         assert_eq!(show(Duration::from_secs(125)), "2 min 5 s");
         assert_eq!(show(Duration::from_secs(3600)), "1 h");
         assert_eq!(show(Duration::from_secs(3661)), "1 h 1 min 1 s");

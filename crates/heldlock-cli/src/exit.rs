@@ -3,9 +3,10 @@
 //! | code | meaning |
 //! | --- | --- |
 //! | 0 | success (`run`: the command exited 0; `status`: free; `break`: broken or already free) |
-//! | 1 | `status`: held; `break`: refused (fresh) or the lock changed meanwhile; any command: an error that waiting would not cure (a directory at the lock path, an unwritable directory, an I/O failure) |
+//! | 1 | `status`: held; `break`: refused (fresh) or the lock changed meanwhile; `run`: an error that waiting would not cure (a missing or unusable directory, a directory or a non-lock at the lock path, an I/O failure) |
+//! | 2 | `status`, `break`: an error (the lock could not be inspected or removed, or what stands at the lock path is not a lock) |
 //! | 64 | bad input (`EX_USAGE`): a bad duration or option, a missing command, an empty lock path, `--heartbeat` not below `--stale` |
-//! | 75 | the lock could not be had (`EX_TEMPFAIL`): held by someone else for all of `--wait`, or at once with `--no-wait`; also a contention-like I/O failure (busy, would block) |
+//! | 75 | `run`: the lock could not be had (`EX_TEMPFAIL`; `-E N` changes it to N): held by someone else for all of `--wait`, or at once with `--no-wait`; also (always 75) a contention-like I/O failure (busy, would block) |
 //! | 126, 127 | `run`: the command could not be started (127: not found, 126: any other reason), as `env` and `timeout` do |
 //! | 128 + N | `run`: the command was killed by signal N, or heldlock received signal N while still waiting for the lock |
 //! | other | `run`: the command's own exit status |
@@ -17,6 +18,8 @@ use std::io;
 pub(crate) const SUCCESS: u8 = 0;
 /// A refusal, a held lock (`status`), or an error that waiting would not cure.
 pub(crate) const FAILURE: u8 = 1;
+/// `status` and `break`: an error, as opposed to a held lock or a refusal.
+pub(crate) const ERROR: u8 = 2;
 /// Bad input (`EX_USAGE` of `sysexits.h`).
 pub(crate) const EX_USAGE: u8 = 64;
 /// The lock could not be had; try again later (`EX_TEMPFAIL` of `sysexits.h`).
@@ -43,12 +46,21 @@ pub(crate) fn for_signal(signal: i32) -> u8 {
 pub(crate) enum CliError {
     /// Bad input: exit 64.
     Usage(String),
-    /// The lock is held by someone else: exit 75. The message names the
-    /// holder.
-    Busy(String),
-    /// The lock library failed while locking, inspecting or breaking.
+    /// The lock is held by someone else: exit `code` (75 unless `-E`).
+    Busy {
+        /// One line naming the holder.
+        message: String,
+        /// The exit code for a busy lock.
+        code: u8,
+    },
+    /// The lock library failed while locking.
     /// Exit 75 when the failure looks like contention, else 1.
     Lock(heldlock::Error),
+    /// `status` or `break` could not inspect or break the lock: exit 2.
+    Query(heldlock::Error),
+    /// The lock's directory is missing or unusable (`run`, before locking):
+    /// exit 1. The message says what to do.
+    Directory(String),
     /// The command could not be started: exit 127 when not found, else 126.
     Spawn {
         /// The program as given.
@@ -71,8 +83,13 @@ impl CliError {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EX_USAGE,
-            CliError::Busy(_) => EX_TEMPFAIL,
+            CliError::Busy { code, .. } => *code,
             CliError::Lock(error) => lock_error_code(error),
+            CliError::Query(error) => match lock_error_code(error) {
+                EX_USAGE => EX_USAGE,
+                _ => ERROR,
+            },
+            CliError::Directory(_) => FAILURE,
             CliError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => NOT_FOUND,
             CliError::Spawn { .. } => CANNOT_EXECUTE,
             CliError::Io { .. } => FAILURE,
@@ -113,8 +130,10 @@ fn lock_error_code(error: &heldlock::Error) -> u8 {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(message) | CliError::Busy(message) => f.write_str(message),
-            CliError::Lock(error) => write!(f, "{error}"),
+            CliError::Usage(message)
+            | CliError::Busy { message, .. }
+            | CliError::Directory(message) => f.write_str(message),
+            CliError::Lock(error) | CliError::Query(error) => write!(f, "{error}"),
             CliError::Spawn { program, source } => {
                 write!(f, "cannot run {program:?}: {source}")
             }

@@ -2,15 +2,16 @@
 //! lock, break a stale one.
 //!
 //! ```text
-//! heldlock run [--stale D] [--wait D | --no-wait] [--poll D] [--heartbeat D] [--best-effort] <LOCK> -- <COMMAND> [ARGS...]
+//! heldlock run [--stale D] [-w SECONDS|D | -n] [-E N] [--mkdir] [--poll D] [--heartbeat D] [--best-effort] <LOCK> (-- <COMMAND> [ARGS...] | -c <SHELL_COMMAND>)
 //! heldlock status <LOCK> [--json] [--stale D]
-//! heldlock break <LOCK> [--stale D] [--force]
+//! heldlock break <LOCK> [--stale D] [--force] [--json]
 //! ```
 //!
 //! One module per idea: [`cli`] (arguments), [`duration`] (human
-//! durations), [`exit`] (exit codes and errors), [`run`], [`waiting`]
-//! (acquiring with a spinner), [`signals`] (forwarding), [`status`],
-//! [`breaking`], [`holder`] (describing a lock's holder).
+//! durations), [`exit`] (exit codes and errors), [`run`], [`directory`]
+//! (the lock's directory, `--mkdir`), [`waiting`] (acquiring with a
+//! spinner), [`signals`] (forwarding), [`status`], [`breaking`], [`json`]
+//! (what `--json` prints), [`holder`] (describing a lock's holder).
 //!
 //! Exit codes are listed in [`exit`]. Choices worth knowing:
 //!
@@ -47,9 +48,11 @@ macro_rules! errln {
 
 mod breaking;
 mod cli;
+mod directory;
 mod duration;
 mod exit;
 mod holder;
+mod json;
 mod run;
 mod signals;
 mod status;

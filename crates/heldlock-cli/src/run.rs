@@ -1,14 +1,17 @@
 //! `heldlock run`: acquire the lock, run the command under it, release it.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use heldlock::{FileLock, HeldLock, LockOptions, Released};
 use tokio::process::{Child, Command};
 
 use crate::cli::{self, RunArgs};
+use crate::directory;
 use crate::duration::show;
 use crate::exit::{self, CliError};
 use crate::signals::{self, Signals};
@@ -25,21 +28,23 @@ pub(crate) const ENV_OWNER: &str = "HELDLOCK_OWNER";
 /// # Errors
 ///
 /// [`CliError::Usage`] for bad options or an empty lock path;
-/// [`CliError::Busy`] when the lock is held by someone else (unless
-/// `--best-effort`); [`CliError::Lock`] when the lock failed (unless
-/// `--best-effort`); [`CliError::Spawn`] when the command cannot be started.
+/// [`CliError::Directory`] when the lock's directory is missing (without
+/// `--mkdir`) or unusable; [`CliError::Busy`] when the lock is held by
+/// someone else; [`CliError::Lock`] when the lock failed (these two and the
+/// directory error only without `--best-effort`); [`CliError::Spawn`] when
+/// the command cannot be started.
 pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
     let path = cli::lock_path(&args.lock)?;
-    let (program, program_args) = match args.command.split_first() {
-        Some((program, rest)) if !program.is_empty() => (program, rest),
-        _ => {
-            return Err(CliError::Usage(
-                "the command to run is missing or empty".to_owned(),
-            ));
-        }
+    let (program, program_args) = command_line(&args)?;
+    // Without -w, wait until the lock is had, as flock(1) does; the
+    // library's wait is bounded, so its longest one stands for "forever".
+    let (max_wait, no_wait) = match args.wait {
+        None => (heldlock::MAX_DURATION, args.no_wait),
+        Some(Duration::ZERO) => (heldlock::MAX_DURATION, true),
+        Some(wait) => (wait, args.no_wait),
     };
     let mut options = LockOptions::new(args.stale)
-        .max_wait(args.wait)
+        .max_wait(max_wait)
         .poll(args.poll)
         .on_warning(|warning| errln!("heldlock: warning: {warning}"));
     if let Some(heartbeat) = args.heartbeat {
@@ -54,29 +59,43 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
         source,
     })?;
 
-    let wait = Wait {
-        lock: &lock,
-        shown: &path,
-        stale: args.stale,
-        wait: (!args.no_wait).then_some(args.wait),
-    };
-    let held = match waiting::acquire(&wait, &mut signals).await {
-        Waited::Held(held) => Some(held),
-        Waited::Interrupted(signal) => return Ok(exit::for_signal(signal.as_raw())),
-        Waited::Busy(message) if args.best_effort => {
-            errln!("heldlock: warning: running the command without the lock: {message}");
-            None
-        }
-        Waited::Busy(message) => return Err(CliError::Busy(message)),
-        Waited::Failed(error) if args.best_effort => {
+    let held = match directory::prepare(&path, args.mkdir) {
+        Err(error) if args.best_effort => {
             errln!("heldlock: warning: running the command without the lock: {error}");
             None
         }
-        Waited::Failed(error) => return Err(CliError::from_lock(error)),
+        Err(error) => return Err(error),
+        Ok(()) => {
+            let wait = Wait {
+                lock: &lock,
+                shown: &path,
+                stale: args.stale,
+                wait: (!no_wait).then_some(max_wait),
+            };
+            match waiting::acquire(&wait, &mut signals).await {
+                Waited::Held(held) => Some(held),
+                Waited::Interrupted(signal) => return Ok(exit::for_signal(signal.as_raw())),
+                Waited::Busy(message) if args.best_effort => {
+                    errln!("heldlock: warning: running the command without the lock: {message}");
+                    None
+                }
+                Waited::Busy(message) => {
+                    return Err(CliError::Busy {
+                        message,
+                        code: args.conflict_exit_code,
+                    });
+                }
+                Waited::Failed(error) if args.best_effort => {
+                    errln!("heldlock: warning: running the command without the lock: {error}");
+                    None
+                }
+                Waited::Failed(error) => return Err(CliError::from_lock(error)),
+            }
+        }
     };
 
-    let mut command = Command::new(program);
-    command.args(program_args).env(
+    let mut command = Command::new(&program);
+    command.args(&program_args).env(
         ENV_PATH,
         std::path::absolute(&path).unwrap_or_else(|_| path.clone()),
     );
@@ -187,9 +206,48 @@ fn code_of(status: ExitStatus) -> u8 {
     }
 }
 
+/// The program to run and its arguments: `sh -c <line>` for `-c`, else
+/// the words after `--`.
+///
+/// # Errors
+///
+/// A usage error when the command is missing or empty.
+fn command_line(args: &RunArgs) -> Result<(OsString, Vec<OsString>), CliError> {
+    if let Some(line) = &args.shell_command {
+        if line.is_empty() {
+            return Err(CliError::Usage(
+                "the -c shell command is empty; give one, e.g. -c 'make deploy'".to_owned(),
+            ));
+        }
+        return Ok((
+            OsString::from("sh"),
+            vec![OsString::from("-c"), line.clone()],
+        ));
+    }
+    match args.command.split_first() {
+        Some((program, rest)) if !program.is_empty() => Ok((program.clone(), rest.to_vec())),
+        _ => Err(CliError::Usage(
+            "the command to run is missing or empty; give it after `--`, or a shell command \
+             with -c"
+                .to_owned(),
+        )),
+    }
+}
+
+/// The command-line flag of a library option.
+fn flag(option: &str) -> &str {
+    match option {
+        "max_wait" => "--wait",
+        "stale" => "--stale",
+        "poll" => "--poll",
+        "heartbeat" => "--heartbeat",
+        other => other,
+    }
+}
+
 /// An invalid option, said in terms of the command line: the library names
 /// its options (`max_wait`), the command line has flags (`--wait`), and the
-/// CLI's default wait differs from the library's.
+/// CLI's defaults differ from the library's. Durations are shown rounded.
 fn options_message(error: &heldlock::OptionsError) -> String {
     match error {
         heldlock::OptionsError::OutOfRange {
@@ -197,16 +255,26 @@ fn options_message(error: &heldlock::OptionsError) -> String {
             value,
             ..
         } => format!(
-            "invalid --wait: it must be more than 0 and at most 365 days; got {}; \
-             use --no-wait to try once without waiting",
+            "invalid --wait: it must be at most 365 days; got {}; \
+             omit it to wait until the lock is free",
             show(*value)
         ),
-        heldlock::OptionsError::OutOfRange { option, .. } => {
-            format!("invalid --{option}: {error}")
-        }
-        heldlock::OptionsError::HeartbeatNotBelowStale { .. } => {
-            format!("invalid --heartbeat: {error}")
-        }
+        heldlock::OptionsError::OutOfRange { option, value, .. } => format!(
+            "invalid {}: it must be more than 0 and at most 365 days; got {}",
+            flag(option),
+            show(*value)
+        ),
+        heldlock::OptionsError::HeartbeatNotBelowStale {
+            heartbeat,
+            stale,
+            default,
+        } => format!(
+            "invalid --heartbeat: it must be shorter than --stale ({}); got {}; \
+             omit it to use the default of {} for this --stale",
+            show(*stale),
+            show(*heartbeat),
+            show(*default)
+        ),
         _ => error.to_string(),
     }
 }

@@ -4,72 +4,65 @@ use std::time::SystemTime;
 
 use heldlock::backend::FsBackend;
 use heldlock::{Inspection, LockBackend};
-use serde_json::{Map, Value, json};
 
 use crate::cli::{self, StatusArgs};
 use crate::duration::{show, timestamp};
 use crate::exit::{self, CliError};
 use crate::holder::View;
+use crate::json;
 
 /// Runs `heldlock status`; returns 0 when the lock is free, 1 when held.
+/// With `--json`, prints one JSON object in every outcome, errors included.
 ///
 /// # Errors
 ///
-/// [`CliError::Usage`] for a bad lock path; [`CliError::Lock`] when the
-/// lock cannot be inspected (a directory at the lock path, an I/O error).
+/// [`CliError::Usage`] for a bad lock path (exit 64); [`CliError::Query`]
+/// when the lock cannot be inspected (a directory or a non-lock at the lock
+/// path, an I/O error: exit 2).
 pub(crate) async fn status(args: StatusArgs) -> Result<u8, CliError> {
+    let shown = args.lock.to_string_lossy().into_owned();
+    let result = inspect(&args).await;
+    if args.json {
+        let object = match &result {
+            Ok(None) => json::status(Some(&shown), "free", None, None, args.stale),
+            Ok(Some(view)) => json::status(Some(&shown), "held", None, Some(view), args.stale),
+            Err(error) => json::status(
+                Some(&shown),
+                "error",
+                Some(&error.to_string()),
+                None,
+                args.stale,
+            ),
+        };
+        outln!("{object}");
+    }
+    match result? {
+        None => {
+            if !args.json {
+                outln!("{shown}: free");
+            }
+            Ok(exit::SUCCESS)
+        }
+        Some(view) => {
+            if !args.json {
+                print_text(&shown, &view, &args);
+            }
+            Ok(exit::FAILURE)
+        }
+    }
+}
+
+/// One look at the lock: `None` when it is free.
+async fn inspect(args: &StatusArgs) -> Result<Option<View>, CliError> {
     let path = cli::lock_path(&args.lock)?;
     let backend = FsBackend::new(&path).map_err(|error| CliError::Usage(error.to_string()))?;
     let inspection = backend
         .inspect()
         .await
-        .map_err(|error| CliError::Lock(error.into()))?;
-    let shown = path.display().to_string();
-    let Inspection::Present(observed) = inspection else {
-        if args.json {
-            outln!("{}", json!({ "lock": shown, "state": "free" }));
-        } else {
-            outln!("{shown}: free");
-        }
-        return Ok(exit::SUCCESS);
-    };
-    let view = View::new(&observed, SystemTime::now());
-    if args.json {
-        outln!("{}", to_json(&shown, &view, &args));
-    } else {
-        print_text(&shown, &view, &args);
-    }
-    Ok(exit::FAILURE)
-}
-
-/// The JSON object for a held lock.
-fn to_json(shown: &str, view: &View, args: &StatusArgs) -> Value {
-    let record = view.record.as_ref();
-    let fields: Map<String, Value> = record
-        .map(|record| {
-            record
-                .fields
-                .iter()
-                .map(|(key, value)| (key.clone(), Value::from(value.as_str())))
-                .collect()
-        })
-        .unwrap_or_default();
-    json!({
-        "lock": shown,
-        "state": "held",
-        "pid": record.map(|record| record.pid),
-        "owner": record.map(|record| record.owner.as_str()),
-        "host": view.host(),
-        "acquired_at": record.and_then(|record| timestamp(record.acquired_at)),
-        "refreshed_at": timestamp(view.refreshed_at),
-        "age_ms": u64::try_from(view.age.as_millis()).unwrap_or(u64::MAX),
-        "stamp_in_future": view.stamp_in_future,
-        "stale": view.is_stale(args.stale),
-        "stale_after_ms": u64::try_from(view.stale_after(args.stale).as_millis()).unwrap_or(u64::MAX),
-        "kernel_held": view.kernel_held,
-        "format": view.format().name(),
-        "fields": fields,
-        "summary": view.summary,
+        .map_err(|error| CliError::Query(error.into()))?;
+    Ok(match inspection {
+        Inspection::Present(observed) => Some(View::new(&observed, SystemTime::now())),
+        Inspection::Absent => None,
     })
 }
 

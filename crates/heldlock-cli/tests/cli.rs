@@ -359,10 +359,10 @@ fn status_judges_staleness_and_format() {
     assert!(json["pid"].is_null());
     assert!(json["summary"].as_str().unwrap().contains("0b6c6a8e-6a8f"));
 
-    // Anything else is not a lock at all, and said so.
+    // Anything else is not a lock at all, and said so: an error (2).
     fs::write(&lock, "not a lock record at all\n").unwrap();
     let output = run(&["status", "--json", lock.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr(&output).contains("not a lock file"),
         "{}",
@@ -427,10 +427,14 @@ fn bad_input_exits_64_with_one_line() {
     let lock = lock_in(&dir);
     let lock = lock.to_str().unwrap();
     let cases: &[&[&str]] = &[
-        &["run", "--wait", "5", lock, "--", "true"],
+        &["run", "--wait", "5x", lock, "--", "true"],
+        &["run", "--wait", "-1", lock, "--", "true"],
+        &["run", "-w", "400days", lock, "--", "true"],
         &["run", "--stale", "soon", lock, "--", "true"],
         &["run", "--poll", "0s", lock, "--", "true"],
-        &["run", "--wait", "0s", lock, "--", "true"],
+        &["run", "-c", "true", lock, "--", "true"],
+        &["run", "-c", "", lock],
+        &["run", "-E", "256", lock, "--", "true"],
         &["run", lock],
         &["run", lock, "--"],
         &[
@@ -525,7 +529,7 @@ fn a_symlink_at_the_lock_path_is_never_written_through() {
     assert_eq!(stdout(&output), "ran\n");
 
     let output = run(&["status", lock.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2), "not a lock: an error");
     assert_no_panic(&output);
 
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
@@ -543,16 +547,17 @@ fn a_directory_at_the_lock_path_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let lock = lock_in(&dir);
     fs::create_dir(&lock).unwrap();
-    for args in [
-        vec!["run", lock.to_str().unwrap(), "--", "true"],
-        vec!["status", lock.to_str().unwrap()],
-        vec!["break", "--force", lock.to_str().unwrap()],
+    // `run` fails with 1; `status` and `break` report an error with 2.
+    for (args, code) in [
+        (vec!["run", lock.to_str().unwrap(), "--", "true"], 1),
+        (vec!["status", lock.to_str().unwrap()], 2),
+        (vec!["break", "--force", lock.to_str().unwrap()], 2),
     ] {
         let output = run(&args);
         assert_no_panic(&output);
         assert_eq!(
             output.status.code(),
-            Some(1),
+            Some(code),
             "{args:?}: {}",
             stderr(&output)
         );
@@ -578,16 +583,30 @@ fn a_directory_at_the_lock_path_is_a_clear_error() {
 #[test]
 fn a_lock_directory_that_cannot_be_made_is_a_clear_error() {
     // Root ignores permission bits, so a regular file in the way stands in
-    // for an unwritable directory: the parent directory cannot be created.
+    // for an unwritable directory: the parent directory cannot be created,
+    // and the error says "not a directory", with or without --mkdir.
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("not-a-dir");
     fs::write(&blocker, "").unwrap();
     let lock = blocker.join("test.lock");
-    let output = run(&["run", lock.to_str().unwrap(), "--", "echo", "ran"]);
-    assert_no_panic(&output);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
-    assert!(stdout(&output).is_empty());
+    for mkdir in [&[][..], &["--mkdir"]] {
+        let output = heldlock()
+            .arg("run")
+            .args(mkdir)
+            .arg(&lock)
+            .args(["--", "echo", "ran"])
+            .output()
+            .unwrap();
+        assert_no_panic(&output);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("not a directory") && !stderr(&output).contains("File exists"),
+            "{mkdir:?}: {}",
+            stderr(&output)
+        );
+        assert!(stdout(&output).is_empty());
+    }
     let output = run(&[
         "run",
         "--best-effort",

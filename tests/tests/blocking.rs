@@ -99,12 +99,23 @@ fn blocking_heartbeat_thread_notices_a_replacement() {
 #[test]
 fn blocking_heartbeat_keeps_a_long_hold_fresh() {
     let (_dir, path) = lock_path();
-    let quick = LockOptions::new(Duration::from_millis(300)).heartbeat(Duration::from_millis(50));
+    // Real time is what is tested: a hold longer than `stale` that only the
+    // heartbeat keeps fresh. Not a guessed sleep: the hold lasts until the
+    // heartbeat has stamped the lock 1.5 stale after the acquire; `stale`
+    // leaves the heartbeat (every 50 ms) half a second of slack on a busy
+    // machine.
+    let stale = Duration::from_millis(600);
+    let quick = LockOptions::new(stale).heartbeat(Duration::from_millis(50));
+    let before = SystemTime::now();
     let held = FileLock::new(&path, quick.clone())
         .unwrap()
         .acquire()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(450)); // longer than `stale`: only the heartbeat helps
+    assert!(
+        eventually(Duration::from_secs(30), || mtime(&path)
+            >= before + stale * 3 / 2),
+        "the heartbeat never stamped the lock"
+    );
     let contender = FileLock::new(&path, quick.max_wait(Duration::from_millis(150))).unwrap();
     assert!(contender.try_acquire().unwrap().is_none());
     assert!(held.refresh().unwrap());

@@ -587,7 +587,7 @@ struct Mount {
 
 impl Mount {
     /// `None` (after printing why) where mounting is not permitted.
-    fn tmpfs(path: &Path, size: &str) -> Option<Mount> {
+    fn tmpfs(test: &str, path: &Path, size: &str) -> Option<Mount> {
         fs::create_dir_all(path).unwrap();
         let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -598,15 +598,18 @@ impl Mount {
                 path: path.to_path_buf(),
             }),
             Ok(output) => {
-                eprintln!(
-                    "skipped: cannot mount a tmpfs ({}): {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
+                support::skip(
+                    test,
+                    &format!(
+                        "cannot mount a tmpfs ({}): {}",
+                        output.status,
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    ),
                 );
                 None
             }
             Err(error) => {
-                eprintln!("skipped: no mount command ({error})");
+                support::skip(test, &format!("no mount command ({error})"));
                 None
             }
         }
@@ -637,7 +640,11 @@ impl Drop for Mount {
 #[test]
 fn a_full_file_system_fails_the_create_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Mount::tmpfs(&dir.path().join("mnt"), "64k") else {
+    let Some(mount) = Mount::tmpfs(
+        "a_full_file_system_fails_the_create_and_leaves_nothing",
+        &dir.path().join("mnt"),
+        "64k",
+    ) else {
         return;
     };
     let path = mount.path.join("state.lock");
@@ -686,7 +693,11 @@ fn a_full_file_system_fails_the_create_and_leaves_nothing() {
 #[test]
 fn a_read_only_file_system_fails_create_and_break_with_erofs() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mount) = Mount::tmpfs(&dir.path().join("mnt"), "1m") else {
+    let Some(mount) = Mount::tmpfs(
+        "a_read_only_file_system_fails_create_and_break_with_erofs",
+        &dir.path().join("mnt"),
+        "1m",
+    ) else {
         return;
     };
     let free = mount.path.join("free.lock");

@@ -475,7 +475,8 @@ fn what_a_crashed_holder_leaves_is_honoured_while_fresh_and_broken_once_stale(ap
 
         let outcome = (api.attempt)(&path, busy());
         let summary = foreign_summary(&outcome);
-        assert!(summary.chars().count() <= 81, "{what}: {summary:?}");
+        // `heldlock_fs::summary` promises at most 80 characters.
+        assert!(summary.chars().count() <= 80, "{what}: {summary:?}");
         assert!(
             !summary.chars().any(char::is_control),
             "{what}: the summary must be printable: {summary:?}"
@@ -788,7 +789,15 @@ fn a_device_node_at_the_lock_path_is_never_opened(api: &Api) {
         Mode::from_raw_mode(0o666),
         dev,
     ) {
-        eprintln!("skipped: cannot make a device node here ({error}); needs CAP_MKNOD");
+        // The harness names the thread after the test (`<case>::<api>`).
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("a_device_node_at_the_lock_path_is_never_opened")
+            .to_owned();
+        support::skip(
+            &test,
+            &format!("cannot make a device node here ({error}); needs CAP_MKNOD"),
+        );
         return;
     }
     special_file(api, &path);
@@ -1126,7 +1135,10 @@ fn a_holder_that_cannot_reopen_its_own_lock_still_releases_it() {
 #[test]
 fn a_lock_made_under_a_umask_without_owner_read_is_released() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: not root, cannot run a probe as another user");
+        support::skip(
+            "a_lock_made_under_a_umask_without_owner_read_is_released",
+            "not root, cannot run a probe as another user",
+        );
         return;
     }
     let (_keep, path) = shared_dir(0o777, None, SystemTime::now());
@@ -1152,7 +1164,7 @@ fn a_lock_made_under_a_umask_without_owner_read_is_released() {
 
 /// Runs the test worker's `probe` as the unprivileged user `nobody`; `None`
 /// (after printing why) when this machine cannot.
-fn probe_as_nobody(lock: &Path, stale_ms: u64, max_wait_ms: u64) -> Option<String> {
+fn probe_as_nobody(test: &str, lock: &Path, stale_ms: u64, max_wait_ms: u64) -> Option<String> {
     let output = Command::new(WORKER)
         .args(["probe", lock.to_str().unwrap()])
         .arg(stale_ms.to_string())
@@ -1165,15 +1177,21 @@ fn probe_as_nobody(lock: &Path, stale_ms: u64, max_wait_ms: u64) -> Option<Strin
             Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
         }
         Ok(output) => {
-            eprintln!(
-                "skipped: the worker could not run as nobody: {} {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
+            support::skip(
+                test,
+                &format!(
+                    "the worker could not run as nobody: {} {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                ),
             );
             None
         }
         Err(error) => {
-            eprintln!("skipped: cannot start a process as nobody ({error}); needs root");
+            support::skip(
+                test,
+                &format!("cannot start a process as nobody ({error}); needs root"),
+            );
             None
         }
     }
@@ -1207,7 +1225,10 @@ fn shared_dir(
 #[test]
 fn a_0600_lock_of_another_user_is_honoured_and_never_broken_even_when_old() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: not root, cannot run a probe as another user");
+        support::skip(
+            "a_0600_lock_of_another_user_is_honoured_and_never_broken_even_when_old",
+            "not root, cannot run a probe as another user",
+        );
         return;
     }
     for mode in [0o777, 0o1777, 0o755] {
@@ -1215,7 +1236,12 @@ fn a_0600_lock_of_another_user_is_honoured_and_never_broken_even_when_old() {
         let before = snap(&path);
         // `stale` 200 ms and a 1 s wait: both the wall-clock rule and the
         // unchanged rule would break a lock.
-        let Some(out) = probe_as_nobody(&path, 200, 1000) else {
+        let Some(out) = probe_as_nobody(
+            "a_0600_lock_of_another_user_is_honoured_and_never_broken_even_when_old",
+            &path,
+            200,
+            1000,
+        ) else {
             return;
         };
         assert_eq!(
@@ -1231,13 +1257,21 @@ fn a_0600_lock_of_another_user_is_honoured_and_never_broken_even_when_old() {
 #[test]
 fn a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: not root, cannot run a probe as another user");
+        support::skip(
+            "a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows",
+            "not root, cannot run a probe as another user",
+        );
         return;
     }
     // In a directory anyone may write (no sticky bit): broken, taken and
     // released by the other user.
     let (_keep, path) = shared_dir(0o777, Some(0o644), minute_ago());
-    let Some(out) = probe_as_nobody(&path, 5000, 5000) else {
+    let Some(out) = probe_as_nobody(
+        "a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows",
+        &path,
+        5000,
+        5000,
+    ) else {
         return;
     };
     assert_eq!(out, "acquired released=Released");
@@ -1248,7 +1282,13 @@ fn a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows()
     // so the break fails with a typed error and nothing moves.
     let (_keep, path) = shared_dir(0o1777, Some(0o644), minute_ago());
     let before = snap(&path);
-    let out = probe_as_nobody(&path, 5000, 5000).unwrap();
+    let out = probe_as_nobody(
+        "a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows",
+        &path,
+        5000,
+        5000,
+    )
+    .unwrap();
     let eperm = Errno::PERM.raw_os_error();
     assert_eq!(
         out,
@@ -1260,7 +1300,13 @@ fn a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows()
     // In a directory the other user cannot write: the same, EACCES.
     let (_keep, path) = shared_dir(0o755, Some(0o644), minute_ago());
     let before = snap(&path);
-    let out = probe_as_nobody(&path, 5000, 5000).unwrap();
+    let out = probe_as_nobody(
+        "a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows",
+        &path,
+        5000,
+        5000,
+    )
+    .unwrap();
     let eacces = Errno::ACCESS.raw_os_error();
     // Breaking starts with the break marker beside the lock: refused first.
     assert_eq!(
@@ -1272,7 +1318,13 @@ fn a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows()
     // No lock, and a directory the other user cannot write: the create
     // fails with EACCES, naming the step.
     let (_keep, path) = shared_dir(0o755, None, SystemTime::now());
-    let out = probe_as_nobody(&path, 5000, 5000).unwrap();
+    let out = probe_as_nobody(
+        "a_stale_0644_lock_of_another_user_is_broken_only_where_the_directory_allows",
+        &path,
+        5000,
+        5000,
+    )
+    .unwrap();
     assert_eq!(
         out,
         format!("error step=create errno={eacces} action=create the lock file")

@@ -39,10 +39,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A lock record as this process's probe would write it, for `pid` / `start`.
-fn record_here(pid: u32, start: &str) -> Option<LockRecord> {
+fn record_here(test: &str, pid: u32, start: &str) -> Option<LockRecord> {
     let fields = LocalHost::new().fields();
     if fields.len() < 4 {
-        eprintln!("no /proc identity on this machine; skipping");
+        support::skip(
+            test,
+            &format!("no /proc identity on this machine: {fields:?}"),
+        );
         return None;
     }
     let mut record = LockRecord::for_this_process(SystemTime::now());
@@ -87,7 +90,9 @@ fn a_sigkilled_holder_is_taken_over_long_before_stale() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut waiter = worker(&["acquire", s(&lock), s(&out), "30000"]);
-    std::thread::sleep(Duration::from_millis(300)); // let it start waiting on the live holder
+    // Gated on the waiter waiting (listening for the release) on the live
+    // holder, not on a guessed sleep.
+    support::wait_until_waiting(waiter.id());
     assert!(!out.exists(), "nobody may take a live holder's lock");
     let killed = Instant::now();
     holder.kill().unwrap();
@@ -104,7 +109,11 @@ fn a_sigkilled_holder_is_taken_over_long_before_stale() {
 
 #[test]
 fn a_live_pid_with_another_start_time_is_dead() {
-    let Some(record) = record_here(std::process::id(), "1") else {
+    let Some(record) = record_here(
+        "a_live_pid_with_another_start_time_is_dead",
+        std::process::id(),
+        "1",
+    ) else {
         return;
     };
     let (_dir, path) = lock_path();
@@ -125,7 +134,7 @@ fn a_live_pid_with_another_start_time_is_dead() {
 
 #[test]
 fn a_dead_pid_on_this_host_is_dead() {
-    let Some(record) = record_here(dead_pid(), "12345") else {
+    let Some(record) = record_here("a_dead_pid_on_this_host_is_dead", dead_pid(), "12345") else {
         return;
     };
     let (_dir, path) = lock_path();
@@ -142,7 +151,11 @@ fn a_dead_pid_on_this_host_is_dead() {
 
 #[test]
 fn records_from_elsewhere_are_never_judged_dead_by_pid() {
-    let Some(here) = record_here(dead_pid(), "12345") else {
+    let Some(here) = record_here(
+        "records_from_elsewhere_are_never_judged_dead_by_pid",
+        dead_pid(),
+        "12345",
+    ) else {
         return;
     };
     for other in ["host", "boot", "pidns", "(no fields)"] {

@@ -146,11 +146,21 @@ on_every_runtime! {
 
     async fn behavior_25_a_heartbeating_holder_is_not_broken<R>() {
         let (_dir, path) = lock_path();
-        let quick = LockOptions::new(300 * MS).heartbeat(50 * MS);
+        // Real time is what is tested: a hold longer than `stale` that only
+        // the heartbeat keeps fresh. Not a guessed sleep: the hold lasts
+        // until the heartbeat has stamped the lock 1.5 stale after the
+        // acquire; `stale` leaves the heartbeat (every 50 ms) half a second
+        // of slack on a busy machine.
+        let stale = 600 * MS;
+        let quick = LockOptions::new(stale).heartbeat(50 * MS);
         let holder = FileLock::<R>::new(&path, quick.clone()).unwrap();
+        let before = std::time::SystemTime::now();
         let held = holder.acquire().await.unwrap();
-        // Hold for longer than `stale`: only the heartbeat keeps the lock fresh.
-        R::default().sleep(450 * MS).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while mtime(&path) < before + stale * 3 / 2 {
+            assert!(Instant::now() < deadline, "the heartbeat never stamped the lock");
+            R::default().sleep(10 * MS).await;
+        }
         let contender = FileLock::<R>::new(&path, quick.max_wait(150 * MS)).unwrap();
         let acquired = contender.with_lock(|state| async move { state.acquired() }).await;
         assert!(!acquired, "the contender must not break a live holder");

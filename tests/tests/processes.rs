@@ -66,8 +66,11 @@ fn a_killed_holder_is_taken_over_within_stale_plus_poll() {
         .iter()
         .map(|o| worker(&["acquire", s(&lock), s(o), "1000"]))
         .collect();
-    // Let the waiters start waiting on the live lock.
-    std::thread::sleep(Duration::from_millis(300));
+    // Gated on both waiters waiting on the live lock, not on a guessed
+    // sleep.
+    for waiter in &waiters {
+        support::wait_until_waiting(waiter.id());
+    }
     assert!(
         outs.iter().all(|o| !o.exists()),
         "nobody may take a live holder's lock"

@@ -68,7 +68,8 @@ proptest! {
         let mut timing = timing;
         timing.wall_clock_rule = false;
         let mut judge = StaleJudge::new();
-        let _ = judge.judge(&observed, now, &timing);
+        let seen = judge.judge(&observed, now, &timing);
+        prop_assert!(!matches!(seen, Verdict::Stale(_)), "first sight, no wall clock: {:?}", seen);
         let watched = Duration::from_millis(age_ms);
         let later = Now { wall: now.wall + watched, instant: now.instant + watched };
         let again = judge.judge(&observed, later, &timing);

@@ -61,7 +61,7 @@ fn acquire_fresh_lock_backs_off_then_times_out_at_the_deadline() {
     let mut clock = Clock::new();
     let t = timing(5000);
     let mut m = Acquire::new(t, 120 * MS, clock.0, Waiting::Notified);
-    let _ = m.start();
+    assert_eq!(m.start(), Action::TryCreate);
     let fresh = observed(1, clock.0.wall);
     assert_eq!(
         m.next(Event::Created(Created::Exists), clock.0),
@@ -86,8 +86,11 @@ fn acquire_fresh_lock_backs_off_then_times_out_at_the_deadline() {
         Action::Sleep(20 * MS)
     );
     let now = clock.advance(20 * MS);
-    let _ = m.next(Event::Woke, now);
-    let _ = m.next(Event::Created(Created::Exists), now);
+    assert_eq!(m.next(Event::Woke, now), Action::TryCreate);
+    assert_eq!(
+        m.next(Event::Created(Created::Exists), now),
+        Action::Inspect
+    );
     match m.next(Event::Inspected(Inspection::Present(fresh)), now) {
         Action::Done(Outcome::TimedOut { holder, waited }) => {
             assert!(holder.is_some());
@@ -105,8 +108,11 @@ fn behavior_22_poll_larger_than_the_wait_is_capped() {
         .validate()
         .unwrap();
     let mut m = Acquire::new(t, 200 * MS, clock.0, Waiting::Notified);
-    let _ = m.start();
-    let _ = m.next(Event::Created(Created::Exists), clock.0);
+    assert_eq!(m.start(), Action::TryCreate);
+    assert_eq!(
+        m.next(Event::Created(Created::Exists), clock.0),
+        Action::Inspect
+    );
     let action = m.next(
         Event::Inspected(Inspection::Present(observed(1, clock.0.wall))),
         clock.0,
@@ -118,9 +124,12 @@ fn behavior_22_poll_larger_than_the_wait_is_capped() {
 fn acquire_breaks_an_old_stamp_then_retries_create() {
     let clock = Clock::new();
     let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0, Waiting::Notified);
-    let _ = m.start();
+    assert_eq!(m.start(), Action::TryCreate);
     let old = observed(1, clock.0.wall - Duration::from_secs(60));
-    let _ = m.next(Event::Created(Created::Exists), clock.0);
+    assert_eq!(
+        m.next(Event::Created(Created::Exists), clock.0),
+        Action::Inspect
+    );
     match m.next(Event::Inspected(Inspection::Present(old.clone())), clock.0) {
         Action::Break {
             observed,
@@ -141,14 +150,27 @@ fn acquire_breaks_an_old_stamp_then_retries_create() {
 fn acquire_re_inspects_when_the_break_found_a_change() {
     let clock = Clock::new();
     let mut m = Acquire::new(timing(5000), 5000 * MS, clock.0, Waiting::Notified);
-    let _ = m.start();
-    let _ = m.next(Event::Created(Created::Exists), clock.0);
-    let _ = m.next(
+    assert_eq!(m.start(), Action::TryCreate);
+    assert_eq!(
+        m.next(Event::Created(Created::Exists), clock.0),
+        Action::Inspect
+    );
+    let broken = m.next(
         Event::Inspected(Inspection::Present(observed(
             1,
             clock.0.wall - Duration::from_secs(60),
         ))),
         clock.0,
+    );
+    assert!(
+        matches!(
+            broken,
+            Action::Break {
+                reason: StaleReason::OldStamp { .. },
+                ..
+            }
+        ),
+        "expected a break, got {broken:?}"
     );
     assert_eq!(
         m.next(Event::Broke(Broke::Changed), clock.0),
@@ -286,7 +308,13 @@ fn heartbeat_loss_is_declared_before_any_peer_may_break() {
     let start = Instant::now();
     for failure_ms in (1..=1000).step_by(7) {
         let mut hb = Heartbeat::new(t, start);
-        let _ = hb.after(Some(Refreshed::Refreshed), start, start);
+        assert!(
+            matches!(
+                hb.after(Some(Refreshed::Refreshed), start, start),
+                Beat::Again(_)
+            ),
+            "a refreshed stamp beats again"
+        );
         let mut now = start + Duration::from_millis(failure_ms);
         loop {
             match hb.after(None, now, now) {
@@ -399,7 +427,7 @@ fn without_notification_the_backoff_grows_from_one_millisecond_with_jitter() {
         Waiting::Backoff { seed: 7 },
     );
     let fresh = observed(1, clock.0.wall);
-    let _ = m.start();
+    assert_eq!(m.start(), Action::TryCreate);
     let mut sleeps = Vec::new();
     for _ in 0..10 {
         let now = clock.0;
@@ -439,15 +467,18 @@ fn backoff_jitter_differs_between_seeds_and_repeats_for_one_seed() {
             Waiting::Backoff { seed },
         );
         let fresh = observed(1, clock.0.wall);
-        let _ = m.start();
+        assert_eq!(m.start(), Action::TryCreate);
         (0..6)
             .map(|_| {
-                let _ = m.next(Event::Created(Created::Exists), clock.0);
+                assert_eq!(
+                    m.next(Event::Created(Created::Exists), clock.0),
+                    Action::Inspect
+                );
                 let action = m.next(
                     Event::Inspected(Inspection::Present(fresh.clone())),
                     clock.0,
                 );
-                let _ = m.next(Event::Woke, clock.0);
+                assert_eq!(m.next(Event::Woke, clock.0), Action::TryCreate);
                 action
             })
             .collect::<Vec<_>>()
@@ -460,9 +491,12 @@ fn backoff_jitter_differs_between_seeds_and_repeats_for_one_seed() {
 fn a_dead_holder_is_broken_at_once() {
     let clock = Clock::new();
     let mut m = Acquire::new(timing(30_000), 5000 * MS, clock.0, Waiting::Notified);
-    let _ = m.start();
+    assert_eq!(m.start(), Action::TryCreate);
     let fresh = observed(1, clock.0.wall);
-    let _ = m.next(Event::Created(Created::Exists), clock.0);
+    assert_eq!(
+        m.next(Event::Created(Created::Exists), clock.0),
+        Action::Inspect
+    );
     match m.next(Event::HolderDead(fresh.clone()), clock.0) {
         Action::Break {
             observed,

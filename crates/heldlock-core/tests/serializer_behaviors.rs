@@ -70,19 +70,36 @@ on_every_runtime! {
     }
 
     async fn behavior_04_failure_does_not_poison_the_chain() {
-        // The naive chain the reference warns about: each task runs only if
-        // the previous one succeeded, so the first failure kills the rest.
-        let naive_a: Result<i32, &str> = Err("a failed");
-        let naive_b = async { naive_a.map(|_| 2) }.await;
-        assert_eq!(naive_b, Err("a failed"), "a naive chain is poisoned");
-
-        // The serializer: A's error goes to A's caller, B still runs.
+        // The naive chain the reference warns about runs each task only if
+        // the previous one succeeded. The serializer must not: A's error goes
+        // to A's caller, and B still runs, after A.
         let s = Serializer::new();
-        let a = s.serialize("k", async { Err::<i32, &str>("a failed") });
-        let b = s.serialize("k", async { Ok::<i32, &str>(2) });
+        let log = log();
+        let a = s.serialize("k", {
+            let log = log.clone();
+            async move {
+                push(&log, "a started");
+                // B must not start while A is suspended.
+                yield_now().await;
+                push(&log, "a failed");
+                Err::<i32, &str>("a failed")
+            }
+        });
+        let b = s.serialize("k", {
+            let log = log.clone();
+            async move {
+                push(&log, "b ran");
+                Ok::<i32, &str>(2)
+            }
+        });
         let (a, b) = join!(a, b);
         assert_eq!(a, Err("a failed"));
         assert_eq!(b, Ok(2));
+        assert_eq!(
+            entries(&log),
+            ["a started", "a failed", "b ran"],
+            "B runs after A's failure"
+        );
     }
 
     async fn behavior_05_one_early_failure_does_not_stop_ten_later_tasks() {

@@ -457,6 +457,55 @@ pub(crate) fn process_exit(pid: u32, start: u64) -> Option<ChangeListener> {
 mod tests {
     use super::*;
     use crate::test_support::completes_within;
+    use futures::FutureExt as _;
+
+    /// A visible skip: `SKIPPED <test>: <reason>` on stderr, past the
+    /// harness's capture (and appended to `HELDLOCK_SKIP_LOG` when set); a
+    /// failure under `HELDLOCK_REQUIRE_ALL_TESTS=1`.
+    fn skip(test: &str, reason: &str) {
+        use std::io::Write as _;
+        assert!(
+            std::env::var("HELDLOCK_REQUIRE_ALL_TESTS").as_deref() != Ok("1"),
+            "{test} must run (HELDLOCK_REQUIRE_ALL_TESTS=1), but {reason}"
+        );
+        let line = format!("SKIPPED {test}: {reason}\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        if let Some(log) = std::env::var_os("HELDLOCK_SKIP_LOG")
+            && let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+        {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+
+    /// Whether the kernel gives this process an inotify descriptor, asked
+    /// apart from the code under test: where it does, a missing watcher is
+    /// a failure, not a skip.
+    fn inotify_works() -> bool {
+        inotify::init(inotify::CreateFlags::CLOEXEC).is_ok()
+    }
+
+    /// Why an exit watch cannot be made here, asked apart from the code
+    /// under test (inotify, `/proc`, `pidfd_open`), or `None` if it can.
+    fn no_exit_watch_here() -> Option<&'static str> {
+        let me = i32::try_from(std::process::id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        let Some(me) = me else {
+            return Some("our pid is no pid_t");
+        };
+        if !inotify_works() {
+            Some("inotify unavailable here")
+        } else if std::fs::read("/proc/self/stat").is_err() {
+            Some("no /proc here")
+        } else if rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty()).is_err() {
+            Some("no pidfd_open here")
+        } else {
+            None
+        }
+    }
 
     #[test]
     fn only_releases_in_a_loop_settle() {
@@ -472,10 +521,14 @@ mod tests {
     #[test]
     fn a_forked_child_does_not_use_its_parents_watcher() {
         let ours = std::process::id();
-        if watcher_of(ours).is_none() {
-            eprintln!("inotify unavailable here; skipping");
+        if !inotify_works() {
+            skip(
+                "a_forked_child_does_not_use_its_parents_watcher",
+                "inotify unavailable here",
+            );
             return;
         }
+        assert!(watcher_of(ours).is_some(), "inotify works: a watcher");
         // What a child forked without `exec` sees: the parent's watcher in
         // memory, made by another pid, whose thread did not follow it.
         assert!(watcher_of(ours.wrapping_add(1)).is_none());
@@ -487,10 +540,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.lock");
         std::fs::write(&path, "x").unwrap();
-        let Some(listener) = lock_removed(&path) else {
-            eprintln!("inotify unavailable here; skipping");
+        if !inotify_works() {
+            skip(
+                "removing_a_watched_lock_wakes_its_listener",
+                "inotify unavailable here",
+            );
             return;
-        };
+        }
+        let listener = lock_removed(&path).expect("inotify works: a listener");
         let other = lock_removed(&dir.path().join("other.lock")).unwrap();
         std::fs::rename(&path, dir.path().join("state.lock.releasing.x")).unwrap();
         // A generous bound: the event is immediate, the machine may be busy.
@@ -510,10 +567,14 @@ mod tests {
         let (a, b) = (dir.path().join("a.lock"), dir.path().join("b.lock"));
         std::fs::write(&a, "x").unwrap();
         std::fs::write(&b, "x").unwrap();
-        let Some(first) = lock_removed(&a) else {
-            eprintln!("inotify unavailable here; skipping");
+        if !inotify_works() {
+            skip(
+                "two_paths_to_one_directory_both_wake_their_listeners",
+                "inotify unavailable here",
+            );
             return;
-        };
+        }
+        let first = lock_removed(&a).expect("inotify works: a listener");
         // The same directory by another path: the kernel gives it the same
         // watch, and both waiters must still hear of their lock's release.
         let other_path = tempfile::tempdir().unwrap();
@@ -529,36 +590,51 @@ mod tests {
 
     #[test]
     fn a_child_exit_wakes_its_exit_listener() {
+        let test = "a_child_exit_wakes_its_exit_listener";
+        if let Some(reason) = no_exit_watch_here() {
+            skip(test, reason);
+            return;
+        }
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
         let pid = child.id();
         let listener = crate::host::start_time(pid).and_then(|start| process_exit(pid, start));
+        let Some(mut listener) = listener else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("/proc, inotify and pidfd work here: an exit listener");
+        };
+        // Not a listener that is ready whatever happens: it waits while the
+        // child runs.
+        let early = (&mut listener).now_or_never();
         child.kill().unwrap();
         child.wait().unwrap();
-        match listener {
-            Some(listener) => {
-                assert!(completes_within(
-                    listener,
-                    std::time::Duration::from_secs(10)
-                ));
-            }
-            None => eprintln!("no /proc or pidfd here; skipping"),
-        }
+        assert!(early.is_none(), "fired while the child ran");
+        assert!(completes_within(
+            listener,
+            std::time::Duration::from_secs(10)
+        ));
     }
 
     #[test]
     fn a_reused_pid_counts_as_exited_at_once() {
-        let me = std::process::id();
-        let Some(start) = crate::host::start_time(me) else {
+        let test = "a_reused_pid_counts_as_exited_at_once";
+        if let Some(reason) = no_exit_watch_here() {
+            skip(test, reason);
             return;
-        };
-        if let Some(listener) = process_exit(me, start + 1) {
-            assert!(completes_within(
-                listener,
-                std::time::Duration::from_secs(10)
-            ));
         }
+        let me = std::process::id();
+        let start = crate::host::start_time(me).expect("/proc works: our start time");
+        // Our own start time: we run, the listener waits.
+        let mut ours = process_exit(me, start).expect("an exit listener of our own");
+        assert!((&mut ours).now_or_never().is_none(), "we run");
+        // Another start time: the pid names another process, gone already.
+        let listener = process_exit(me, start + 1).expect("an exit listener for a reused pid");
+        assert!(completes_within(
+            listener,
+            std::time::Duration::from_secs(10)
+        ));
     }
 }

@@ -6,8 +6,8 @@
 //! The processes in other namespaces are this test binary run again in one
 //! role (`namespace_helper_role`), under `unshare`. Creating a namespace
 //! needs privileges: when it fails, a test prints `SKIPPED <test>: <reason>`
-//! to stderr and passes, unless `HELDLOCK_REQUIRE_NAMESPACES=1` makes it
-//! fail. Nothing here touches the file system beyond `/proc`.
+//! to stderr and passes, unless `HELDLOCK_REQUIRE_ALL_TESTS=1` (or the
+//! older `HELDLOCK_REQUIRE_NAMESPACES=1`) makes it fail. Nothing here touches the file system beyond `/proc`.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use heldlock_core::{HostProbe, LockRecord};
 use heldlock_fs::LocalHost;
+
+mod support;
 
 /// The helper's role; unset in a normal test run.
 const ROLE: &str = "HELDLOCK_NS_HELPER_ROLE";
@@ -71,14 +73,11 @@ fn identity_available(test: &str) -> bool {
     }
 }
 
+/// A skip, made visible by [`support::skip_unless_required`]: it fails
+/// under `HELDLOCK_REQUIRE_ALL_TESTS=1` and, as before, under
+/// `HELDLOCK_REQUIRE_NAMESPACES=1`.
 fn skip(test: &str, reason: &str) -> bool {
-    assert!(
-        std::env::var("HELDLOCK_REQUIRE_NAMESPACES").as_deref() != Ok("1"),
-        "{test}: namespaces are required (HELDLOCK_REQUIRE_NAMESPACES=1), but {reason}"
-    );
-    // Past the test harness's capture of `eprintln!`, which would hide the
-    // line of a passing test.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+    support::skip_unless_required(test, reason, &["HELDLOCK_REQUIRE_NAMESPACES"]);
     false
 }
 

@@ -96,13 +96,16 @@ fn a_recorded_tape_replays_the_same_run() {
                 ..RunOptions::default()
             },
         );
-        let tape = recorded.tape.clone().unwrap_or_default();
+        let tape = recorded.tape.clone().expect("a recorded run has a tape");
+        assert!(!tape.is_empty(), "seed {seed}: nothing was recorded");
         let text = tape.to_string();
+        let parsed: heldlock_sim::tape::Tape = text.parse().expect("a written tape parses");
+        assert_eq!(parsed, tape, "seed {seed}: the tape round-trips");
         let replayed = run(
             &config,
             seed,
             &RunOptions {
-                replay: Some(text.parse().unwrap_or_default()),
+                replay: Some(parsed),
                 ..RunOptions::default()
             },
         );

@@ -164,3 +164,100 @@ pub fn with_queue_dir<'a>(command: &'a mut Command, dir: &Path) -> &'a mut Comma
 }
 
 pub const OTHER_OWNER: &str = "9b2f7c1e-0000-4000-8000-000000000042";
+
+/// Reports that `test` cannot run here, for `reason`, and returns so that
+/// the test can end early.
+///
+/// A skip must not pass for a run: the line `SKIPPED <test>: <reason>` goes
+/// to the process's stderr directly, past the harness's capture of
+/// `eprintln!` (so it shows with and without `--nocapture`; count the
+/// skips with `grep -c '^SKIPPED'`), and it is appended to the file named by
+/// `HELDLOCK_SKIP_LOG` when that is set. Under
+/// `HELDLOCK_REQUIRE_ALL_TESTS=1` (CI on a machine that can run every
+/// test) a skip fails the test instead.
+pub fn skip(test: &str, reason: &str) {
+    skip_unless_required(test, reason, &[]);
+}
+
+/// [`skip`], also failing under any of `also` set to `1` (older, narrower
+/// names of `HELDLOCK_REQUIRE_ALL_TESTS`).
+pub fn skip_unless_required(test: &str, reason: &str, also: &[&str]) {
+    use std::io::Write as _;
+    for var in std::iter::once("HELDLOCK_REQUIRE_ALL_TESTS").chain(also.iter().copied()) {
+        assert!(
+            std::env::var(var).as_deref() != Ok("1"),
+            "{test} must run ({var}=1), but {reason}"
+        );
+    }
+    let line = format!("SKIPPED {test}: {reason}\n");
+    // Nothing better to do if stderr or the log cannot be written.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Some(log) = std::env::var_os("HELDLOCK_SKIP_LOG")
+        && let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+    {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+/// Waits until the process `pid` waits for a lock: until it holds an
+/// inotify descriptor (a waiter makes one only to listen for the lock's
+/// release, once it has found the lock held), instead of sleeping for a
+/// guessed while. Where `/proc` or inotify cannot tell (no `/proc`, no
+/// inotify: the waiter polls), it falls back to a fixed half second, the
+/// most a waiter needs to start on a busy machine, and says so.
+///
+/// # Panics
+///
+/// If `pid` does not wait within 30 s, or exits first.
+pub fn wait_until_waiting(pid: u32) {
+    let fds = std::path::PathBuf::from(format!("/proc/{pid}/fd"));
+    let inotify = || {
+        fs::read_dir(&fds)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy().contains("inotify"))
+            })
+    };
+    let proc_works = fs::read_dir("/proc/self/fd").is_ok();
+    let inotify_works =
+        rustix::fs::inotify::init(rustix::fs::inotify::CreateFlags::CLOEXEC).is_ok();
+    if !(proc_works && inotify_works) {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "no /proc or no inotify: a fixed wait for pid {pid} to start waiting"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !inotify() {
+        assert!(fds.exists(), "pid {pid} exited before it waited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} did not start waiting within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether `done` holds within `limit`, looked at every 5 ms: a wait for a
+/// condition with a deadline, not a guessed sleep.
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

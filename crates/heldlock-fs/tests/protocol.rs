@@ -832,3 +832,40 @@ fn a_lock_recreated_on_a_reused_inode_with_a_copied_record_is_another_lock() {
     );
     assert_eq!(observe(&c), second);
 }
+
+/// Trash abandoned by a process killed between its rename and its unlink is
+/// swept off the acquiring task (a thread of its own lists the directory),
+/// once it is older than the lock's `stale`.
+#[test]
+fn abandoned_trash_is_swept_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = lock_path(dir.path());
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let old = dir.path().join(format!("{name}.releasing.{}", "a".repeat(32)));
+    let young = dir.path().join(format!("{name}.breaking.{}", "b".repeat(32)));
+    let unrelated = dir.path().join("data.txt");
+    for file in [&old, &young, &unrelated] {
+        fs::write(file, b"").unwrap();
+    }
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    let lock = heldlock_fs::FileLock::<heldlock_core::ManualClock>::new(
+        &path,
+        heldlock_core::LockOptions::new(Duration::from_secs(60)),
+    )
+    .unwrap();
+    let held = block_on(lock.acquire()).unwrap();
+    block_on(held.release()).unwrap();
+    // Real time: the sweep runs on its own thread; 10 s is far beyond it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while old.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!old.exists(), "old trash is swept");
+    assert!(young.exists(), "young trash may be a live step's: kept");
+    assert!(unrelated.exists(), "nothing else is touched");
+}

@@ -2,7 +2,6 @@
 //! the sweep of abandoned trash.
 
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
@@ -89,7 +88,7 @@ impl<V: Vfs> FsBackend<V> {
                     Claim::Absent => Broke::Absent,
                     Claim::Removed => {
                         // Its holder may have died mid-step elsewhere too.
-                        self.swept.store(false, Ordering::Relaxed);
+                        self.broke.store(true, Ordering::Relaxed);
                         Broke::Broken
                     }
                     Claim::Restored | Claim::Displaced => Broke::Changed,
@@ -251,53 +250,6 @@ impl<V: Vfs> FsBackend<V> {
             meta.kind == FileKind::File && (meta.ino, meta.mtime) == (ino, mtime)
         });
         same && self.vfs.unlink(marker).await.is_ok()
-    }
-
-    /// Whether `name` is one of this lock's trash names (or a break marker):
-    /// `<file name>.(breaking|releasing|break).<32 hex digits>`.
-    pub(super) fn is_our_trash(&self, name: &std::ffi::OsStr) -> bool {
-        let (name, ours) = (name.as_bytes(), self.file_name.as_bytes());
-        let Some(rest) = name.strip_prefix(ours).and_then(|r| r.strip_prefix(b".")) else {
-            return false;
-        };
-        let id = rest
-            .strip_prefix(b"breaking.")
-            .or_else(|| rest.strip_prefix(b"releasing."))
-            .or_else(|| rest.strip_prefix(b"break."));
-        id.is_some_and(|id| id.len() == 32 && id.iter().all(u8::is_ascii_hexdigit))
-    }
-
-    pub(super) async fn sweep_if_due(&self) {
-        let Some(max_age) = self.trash_max_age else {
-            return;
-        };
-        if self.swept.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let dir = if self.dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            self.dir.as_path()
-        };
-        let Ok(names) = self.vfs.list_dir(dir).await else {
-            return;
-        };
-        let now = self.vfs.wall_clock();
-        for name in names.iter().filter(|n| self.is_our_trash(n)) {
-            let path = self.dir.join(name);
-            let abandoned = match self.vfs.lstat(&path).await {
-                Ok(meta) => {
-                    meta.kind == FileKind::File
-                        && now
-                            .duration_since(meta.mtime)
-                            .is_ok_and(|age| age > max_age)
-                }
-                Err(_) => false,
-            };
-            if abandoned && self.vfs.unlink(&path).await.is_ok() {
-                tracing::info!(trash = %path.display(), "removed abandoned lock trash");
-            }
-        }
     }
 
     /// `do_break` with [`Safeguards::reverify_before_break`] or

@@ -29,6 +29,7 @@ mod claim;
 mod look;
 #[cfg(feature = "safeguard-switches")]
 mod safeguards;
+mod sweep;
 
 pub use breaking::DEFAULT_MARKER_EXPIRY;
 use breaking::SeenMarker;
@@ -99,8 +100,11 @@ pub struct FsBackend<V: Vfs = RealFs> {
     /// Trash older than this is abandoned (its mover died mid-step) and is
     /// swept; `None`: never sweep.
     trash_max_age: Option<Duration>,
-    /// Whether the trash was swept since the last successful break.
-    swept: AtomicBool,
+    /// Whether this backend looked into sweeping after its first create.
+    swept_once: AtomicBool,
+    /// Whether a break succeeded since the last sweep: a dead holder is
+    /// exactly who leaves trash.
+    broke: AtomicBool,
     /// A break marker older than this was left by a breaker that died.
     marker_expiry: Duration,
     /// Whether holders take, and waiters probe, the kernel lock.
@@ -180,7 +184,8 @@ impl<V: Vfs> FsBackend<V> {
             sync_writes: false,
             held: Mutex::new(HashMap::new()),
             trash_max_age: None,
-            swept: AtomicBool::new(false),
+            swept_once: AtomicBool::new(false),
+            broke: AtomicBool::new(false),
             marker_expiry: DEFAULT_MARKER_EXPIRY,
             kernel_locks: true,
             marker_seen: Mutex::new(None),
@@ -195,11 +200,12 @@ impl<V: Vfs> FsBackend<V> {
     /// time is older than `age` (give the lock's `stale`: a process paused
     /// that long in the middle of a step is outside the lease model anyway).
     ///
-    /// The sweep runs after the first successful create of this backend and
-    /// again after each successful break, so it costs one directory listing
-    /// now and then, never one per acquisition. Off by default; `FileLock`
-    /// turns it on. Only regular files are removed, never followed links or
-    /// directories.
+    /// The sweep lists the lock's directory, so it never runs on the
+    /// acquiring task: on the real file system it runs on a thread of its
+    /// own, after a backend's first successful create at most once per lock
+    /// and process per `age`, and after each successful break. Off by
+    /// default; `FileLock` turns it on. Only regular files are removed,
+    /// never followed links or directories.
     #[must_use]
     pub fn sweep_trash_older_than(mut self, age: Duration) -> Self {
         self.trash_max_age = Some(age);

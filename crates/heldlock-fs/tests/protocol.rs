@@ -841,8 +841,12 @@ fn abandoned_trash_is_swept_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let path = lock_path(dir.path());
     let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let old = dir.path().join(format!("{name}.releasing.{}", "a".repeat(32)));
-    let young = dir.path().join(format!("{name}.breaking.{}", "b".repeat(32)));
+    let old = dir
+        .path()
+        .join(format!("{name}.releasing.{}", "a".repeat(32)));
+    let young = dir
+        .path()
+        .join(format!("{name}.breaking.{}", "b".repeat(32)));
     let unrelated = dir.path().join("data.txt");
     for file in [&old, &young, &unrelated] {
         fs::write(file, b"").unwrap();

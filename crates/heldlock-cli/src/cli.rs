@@ -61,7 +61,12 @@ pub(crate) enum Command {
         $SHELL; heldlock always uses sh, so a script behaves the same whoever runs it).\n\n\
         The lock's directory must exist; with --mkdir, heldlock creates it and its missing \
         parents.\n\n\
-        SIGINT, SIGTERM and SIGHUP sent to heldlock are forwarded to the command; the lock is \
+        Signals: while waiting for the lock, one that would end a process ends the wait \
+        (exit 128+N). While the command runs, heldlock forwards to it every catchable signal \
+        sent to heldlock alone (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, \
+        SIGCONT...), survives it, and exits with the command's status; a key typed on the \
+        terminal (Ctrl-C, Ctrl-\\, Ctrl-Z) already reaches the command, so it is not sent \
+        twice. SIGTSTP stops heldlock along with the command. The lock is \
         released however the command ends. The command inherits a descriptor of the lock file \
         and the kernel lock held on it, as with flock(1): if heldlock itself is killed, \
         contenders on this host keep waiting while any process of the command runs (contenders \

@@ -136,10 +136,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
     Ok(code_of(status?))
 }
 
-/// Waits for the command to end, forwarding signals to it and warning once
-/// if the lock is lost meanwhile. The command is never killed by heldlock:
-/// only it knows how to stop safely half-way, and a lost lock does not
-/// undo what it already did.
+/// Waits for the command to end, forwarding to it the signals it did not
+/// get itself (see [`signals`]) and warning once if the lock is lost
+/// meanwhile. The command is never killed by heldlock: only it knows how to
+/// stop safely half-way, and a lost lock does not undo what it already did.
 async fn supervise(
     child: &mut Child,
     held: Option<&HeldLock>,
@@ -162,13 +162,16 @@ async fn supervise(
                     source,
                 });
             }
-            signal = signals.recv() => {
-                if let Err(error) = signals::forward(child.id(), signal) {
+            caught = signals.recv() => {
+                if let Err(error) = signals::relay(caught, child.id()) {
                     // ESRCH: it just ended, and `wait` reports it next.
                     if error.kind() != io::ErrorKind::NotFound
                         && error.raw_os_error() != Some(rustix::io::Errno::SRCH.raw_os_error())
                     {
-                        errln!("heldlock: warning: could not forward signal {} to the command: {error}", signal.as_raw());
+                        errln!(
+                            "heldlock: warning: could not forward signal {} to the command: {error}",
+                            caught.signal.as_raw()
+                        );
                     }
                 }
             }

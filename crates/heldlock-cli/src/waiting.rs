@@ -49,7 +49,7 @@ pub(crate) async fn acquire(wait: &Wait<'_>, signals: &mut Signals) -> Waited {
     let Some(max_wait) = wait.wait else {
         let attempt = tokio::select! {
             attempt = wait.lock.try_acquire() => attempt,
-            signal = signals.recv() => return Waited::Interrupted(signal),
+            signal = signals.interruption() => return Waited::Interrupted(signal),
         };
         return match attempt {
             Ok(Some(held)) => Waited::Held(held),
@@ -89,7 +89,7 @@ async fn race(
         tokio::select! {
             biased;
             result = &mut acquire => return Ok(result),
-            signal = signals.recv() => return Err(signal),
+            signal = signals.interruption() => return Err(signal),
             _ = ticks.tick(), if spinner.is_some() => {
                 if let Some(spinner) = spinner {
                     spinner.update(wait.lock.inspect().await);

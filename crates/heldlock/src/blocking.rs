@@ -133,6 +133,37 @@ impl Wake for ThreadWaker {
 /// Runs `future` to completion on the calling thread, parking it while the
 /// future waits, until it is woken or the earliest [`ThreadRuntime`] sleep
 /// it waits on is due.
+///
+/// This is public API, the executor that [`ThreadRuntime`] is made for: use
+/// it to drive heldlock's generic async API on the thread runtime, for
+/// example a [`Lock`](crate::Lock) over a backend of your own or
+/// `heldlock_fs::FileLock<ThreadRuntime>`, or to run `heldlock-conformance`
+/// on it. [`FileLock`] and [`HeldLock`] in this module call it for you.
+///
+/// * A [`ThreadRuntime`] sleep polled inside `block_on` parks this thread
+///   until its deadline; polled under another executor, each sleep costs a
+///   timer thread.
+/// * It has no I/O reactor and no timers besides [`ThreadRuntime`]'s: a
+///   future that needs a runtime's context panics here (tokio's: "there is
+///   no reactor running"); smol's and async-io's futures work, as they run
+///   their reactor on a thread of their own.
+/// * Calls may nest (a `block_on` inside a future driven by `block_on`); the
+///   inner one blocks the outer future's thread until it returns.
+/// * A panic in `future` unwinds out of `block_on`.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use heldlock::backend::Clock;
+/// use heldlock::blocking::{ThreadRuntime, block_on};
+///
+/// let started = Instant::now();
+/// let value = block_on(async {
+///     ThreadRuntime::new().sleep(Duration::from_millis(20)).await;
+///     7
+/// });
+/// assert_eq!(value, 7);
+/// assert!(started.elapsed() >= Duration::from_millis(20));
+/// ```
 pub fn block_on<F: Future>(future: F) -> F::Output {
     let waker_state = Arc::new(ThreadWaker {
         thread: thread::current(),

@@ -6,10 +6,11 @@
 //!
 //! * [`Serializer`]: per-key FIFO async serialization; failures, panics and
 //!   cancellations never block the tasks behind; idle keys cost nothing;
-//! * [`FileLock`]: a lock file held by a live owner (heartbeat), broken safely
-//!   when its owner died, released only if still ours, with
-//!   [`refresh`](HeldLock::refresh) and a [`lost`](HeldLock::lost) signal so a
-//!   holder learns it lost the lock before it writes.
+//! * `FileLock`, one per runtime (see [below](#runtimes-and-features)): a
+//!   lock file held by a live owner (heartbeat), broken safely when its owner
+//!   died, released only if still ours, with [`refresh`](HeldLock::refresh)
+//!   and a [`lost`](HeldLock::lost) signal so a holder learns it lost the
+//!   lock before it writes.
 //!
 //! # Keyed serialization
 //!
@@ -30,7 +31,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), heldlock::Error> {
 //! use std::time::Duration;
-//! use heldlock::{FileLock, LockOptions};
+//! use heldlock::{FileLock, LockOptions}; // tokio's FileLock (feature `tokio`)
 //!
 //! # let dir = tempfile::tempdir().expect("a temporary directory");
 //! # let path = dir.path().join("db.lock");
@@ -69,17 +70,42 @@
 //! # #[cfg(not(feature = "tokio"))] fn main() {}
 //! ```
 //!
-//! # Features
+//! # Runtimes and features
 //!
-//! | feature | default | what it selects |
-//! | --- | --- | --- |
-//! | `tokio` | yes | [`FileLock`] on tokio (`heldlock::tokio`) |
-//! | `smol` | no | `heldlock::smol`, and [`FileLock`] on smol when `tokio` is off |
-//! | `async-std` | no | `heldlock::async_std`, and [`FileLock`] on async-std when `tokio` and `smol` are off |
-//! | (none) | | [`blocking`] is always there: no runtime at all |
+//! Each runtime's lock has a path of its own, and no feature changes what a
+//! path means: turning on a feature only adds paths. A program written
+//! against `heldlock::smol::FileLock` keeps running on smol when some other
+//! crate in the dependency graph turns `tokio` on too (Cargo unifies features
+//! across the graph).
 //!
-//! When several runtime features are on, [`FileLock`] is tokio's (then
-//! smol's), and each runtime's lock stays reachable through its module.
+//! | feature | default | path | the lock runs on |
+//! | --- | --- | --- | --- |
+//! | `tokio` | yes | `heldlock::tokio::FileLock`, and its short name `heldlock::FileLock` | tokio (needs a tokio runtime context) |
+//! | `smol` | no | `heldlock::smol::FileLock` | smol |
+//! | `async-std` | no | `heldlock::async_std::FileLock` | async-std (discontinued upstream; prefer smol) |
+//! | (always) | | [`blocking::FileLock`] | no runtime: the calling thread |
+//!
+//! `heldlock::FileLock` exists only with the `tokio` feature and is always
+//! tokio's; on smol or async-std name the runtime's module, even when
+//! `tokio` is off.
+//!
+//! ```
+//! # #[cfg(feature = "smol")]
+//! # fn main() -> Result<(), heldlock::Error> {
+//! use std::time::Duration;
+//! use heldlock::LockOptions;
+//! use heldlock::smol::FileLock; // smol's, whichever other features are on
+//!
+//! # let dir = tempfile::tempdir().expect("a temporary directory");
+//! smol::block_on(async {
+//!     let lock = FileLock::new(dir.path().join("db.lock"), LockOptions::new(Duration::from_secs(30)))?;
+//!     let held = lock.acquire().await?;
+//!     held.release().await?;
+//!     Ok(())
+//! })
+//! # }
+//! # #[cfg(not(feature = "smol"))] fn main() {}
+//! ```
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -121,18 +147,16 @@ pub mod async_std {
     pub use heldlock_async_std::{AsyncStdRuntime, FileLock};
 }
 
+/// Short name of [`tokio::FileLock`]: with the `tokio` feature only, and
+/// always tokio's, whichever other runtime features are on. On smol or
+/// async-std use `heldlock::smol::FileLock` or `heldlock::async_std::FileLock`.
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use heldlock_tokio::FileLock;
-
-#[cfg(all(feature = "smol", not(feature = "tokio")))]
-pub use heldlock_smol::FileLock;
-
-#[cfg(all(feature = "async-std", not(any(feature = "tokio", feature = "smol"))))]
-pub use heldlock_async_std::FileLock;
 
 pub mod blocking;
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests (they are tokio's).
+#[cfg(all(doctest, feature = "tokio"))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;

@@ -64,6 +64,9 @@ pub(crate) struct View {
     /// Whether it can be told from somebody's file (`false` for a file
     /// heldlock may not read): never stale, since it is never broken.
     pub(crate) breakable: bool,
+    /// Whether its holder ran on this host, boot and namespaces and is
+    /// provably gone (what `run` breaks at once): stale whatever its age.
+    pub(crate) holder_dead: bool,
 }
 
 impl View {
@@ -77,10 +80,17 @@ impl View {
             Holder::Record(record) => (Some(record.clone()), None),
             Holder::Foreign { summary } => (None, Some(summary.clone())),
         };
+        let host = LocalHost::new();
         let kernel_held = observed.kernel_held
             && record
                 .as_ref()
-                .is_some_and(|record| LocalHost::new().shares_host(record));
+                .is_some_and(|record| host.shares_host(record));
+        // The same verdict as `run`'s: a kernel lock proves life first.
+        let holder_dead = !kernel_held
+            && observed.breakable
+            && record
+                .as_ref()
+                .is_some_and(|record| host.holder_is_dead(record));
         View {
             record,
             summary,
@@ -89,6 +99,7 @@ impl View {
             stamp_in_future,
             kernel_held,
             breakable: observed.breakable,
+            holder_dead,
         }
     }
 
@@ -104,14 +115,14 @@ impl View {
             })
     }
 
-    /// Whether the lock is stale by the wall-clock rule: its stamp is older
-    /// than [`stale_after`](Self::stale_after) (a stamp in the future never
-    /// is), and no live process on this host holds it.
+    /// Whether the lock may be broken, as `run` judges it: its holder is
+    /// provably dead on this host, or its stamp is older than
+    /// [`stale_after`](Self::stale_after) (a stamp in the future never is);
+    /// never while a live process on this host holds it.
     pub(crate) fn is_stale(&self, stale: Duration) -> bool {
         self.breakable
             && !self.kernel_held
-            && !self.stamp_in_future
-            && self.age > self.stale_after(stale)
+            && (self.holder_dead || (!self.stamp_in_future && self.age > self.stale_after(stale)))
     }
 
     /// The record's format.
@@ -156,6 +167,8 @@ impl View {
             "held by a live process on this host: never stale while it runs".to_owned()
         } else if !self.breakable {
             "unreadable: never broken by heldlock".to_owned()
+        } else if self.holder_dead {
+            "stale: its holder is gone from this host".to_owned()
         } else if self.is_stale(stale) {
             format!("stale: older than {}", show(stale))
         } else {

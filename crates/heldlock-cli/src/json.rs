@@ -16,7 +16,7 @@ pub(crate) const SCHEMA: u64 = 1;
 
 /// The keys that describe a present lock's holder, every one `null` when
 /// there is no lock to describe.
-pub(crate) const HOLDER_KEYS: [&str; 14] = [
+pub(crate) const HOLDER_KEYS: [&str; 15] = [
     "pid",
     "owner",
     "host",
@@ -27,6 +27,7 @@ pub(crate) const HOLDER_KEYS: [&str; 14] = [
     "stale",
     "stale_after_ms",
     "kernel_held",
+    "holder_dead",
     "breakable",
     "format",
     "fields",
@@ -65,6 +66,7 @@ pub(crate) fn holder(view: Option<&View>, stale: Duration) -> Map<String, Value>
         "stale": view.is_stale(stale),
         "stale_after_ms": millis(view.stale_after(stale)),
         "kernel_held": view.kernel_held,
+        "holder_dead": view.holder_dead,
         "breakable": view.breakable,
         "format": view.format().name(),
         "fields": fields,

@@ -96,6 +96,8 @@ fn print_text(shown: &str, view: &View, args: &StatusArgs) {
             .to_owned()
     } else if !view.breakable {
         "no (unreadable: heldlock cannot tell it from a file and never breaks it)".to_owned()
+    } else if view.holder_dead {
+        "yes (its holder ran on this host and is gone)".to_owned()
     } else if view.is_stale(args.stale) {
         format!("yes (not refreshed for more than {})", show(stale_after))
     } else {

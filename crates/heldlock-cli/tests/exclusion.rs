@@ -208,3 +208,44 @@ fn a_shorter_stale_never_breaks_a_live_holder() {
 fn holder_gone(lock: &Path) {
     wait_for("the lock to be released", || !lock.exists());
 }
+
+/// `status` and `break` judge a holder as `run` does: one that ran on this
+/// host and is gone (wrapper and command killed together, so no kernel lock
+/// is left either) is stale at once, whatever its age and `--stale`.
+#[test]
+fn status_and_break_agree_with_run_about_a_dead_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("l.lock");
+    let pid_file = dir.path().join("command.pid");
+    let shown = lock.to_str().unwrap();
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let mut wrapper: Child = heldlock()
+        .args(["run", "--stale", "1h", shown, "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the command to start", || {
+        fs::read_to_string(&pid_file).is_ok_and(|pid| pid.ends_with('\n'))
+    });
+    let command: u32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    kill(command, Signal::KILL);
+    kill(wrapper.id(), Signal::KILL);
+    wrapper.wait().unwrap();
+    // The command is reaped by init once the wrapper is gone.
+    wait_for("the command to be gone", || {
+        !Path::new(&format!("/proc/{command}")).exists()
+    });
+
+    let out = run(&["status", "--json", "--stale", "1h", shown]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["holder_dead"], true, "{json}");
+    assert_eq!(json["stale"], true, "{json}");
+    let out = run(&["break", "--stale", "1h", shown]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!lock.exists());
+}

@@ -111,6 +111,28 @@ fn a_script_that_locks_its_own_path_is_never_deleted() {
     assert_eq!(fs::read(&script).unwrap(), body);
 }
 
+/// `heldlock run --stale <stale> <lock> -- sh -c '...; exec sleep 60'` in
+/// `dir`: the wrapper, and the pid of its command once it runs.
+fn run_sleeping_command(dir: &Path, lock: &str, stale: &str) -> (Child, u32) {
+    let pid_file = dir.join("command.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let wrapper = heldlock()
+        .args(["run", "--stale", stale, lock, "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the command to start", || {
+        fs::read_to_string(&pid_file).is_ok_and(|pid| pid.ends_with('\n'))
+    });
+    let command = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (wrapper, command)
+}
+
 /// The review's repro: `heldlock run --stale 2s l.lock -- sleep 30 & kill
 /// -9 $!`, then `heldlock run -n l.lock -- true` got the lock while `sleep`
 /// still ran. The command inherits the lock file's kernel lock, which a
@@ -119,23 +141,8 @@ fn a_script_that_locks_its_own_path_is_never_deleted() {
 fn a_killed_wrapper_leaves_the_lock_held_while_its_command_runs() {
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("l.lock");
-    let pid_file = dir.path().join("command.pid");
     let shown = lock.to_str().unwrap();
-    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
-    let mut wrapper: Child = heldlock()
-        .args(["run", "--stale", "1s", shown, "--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the command to start", || {
-        fs::read_to_string(&pid_file).is_ok_and(|pid| pid.ends_with('\n'))
-    });
-    let command: u32 = fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut wrapper, command) = run_sleeping_command(dir.path(), shown, "1s");
     kill(wrapper.id(), Signal::KILL);
     wrapper.wait().unwrap();
 
@@ -216,23 +223,8 @@ fn holder_gone(lock: &Path) {
 fn status_and_break_agree_with_run_about_a_dead_holder() {
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("l.lock");
-    let pid_file = dir.path().join("command.pid");
     let shown = lock.to_str().unwrap();
-    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
-    let mut wrapper: Child = heldlock()
-        .args(["run", "--stale", "1h", shown, "--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the command to start", || {
-        fs::read_to_string(&pid_file).is_ok_and(|pid| pid.ends_with('\n'))
-    });
-    let command: u32 = fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut wrapper, command) = run_sleeping_command(dir.path(), shown, "1h");
     kill(command, Signal::KILL);
     kill(wrapper.id(), Signal::KILL);
     wrapper.wait().unwrap();

@@ -1245,7 +1245,7 @@ fn a_0600_lock_of_another_user_is_honoured_and_never_broken_even_when_old() {
             return;
         };
         assert_eq!(
-            out, "timeout holder=an unrecognised lock (\"<an unreadable file>\")",
+            out, "timeout holder=a lock without a whole record (\"<an unreadable file>\")",
             "{mode:o}"
         );
         assert_eq!(snap(&path), before, "{mode:o}");

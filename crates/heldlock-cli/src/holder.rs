@@ -148,7 +148,7 @@ impl View {
                 None => format!("pid {}", record.pid),
             },
             (None, summary) => format!(
-                "a foreign lock ({:?})",
+                "a lock without a whole record (\"{}\")",
                 summary.as_deref().unwrap_or_default()
             ),
         }

@@ -106,6 +106,6 @@ fn print_text(shown: &str, view: &View, args: &StatusArgs) {
     outln!("  stale:  {stale}");
     outln!("  format: {}", view.format().describe());
     if let Some(summary) = &view.summary {
-        outln!("  what:   {summary:?}");
+        outln!("  what:   \"{summary}\"");
     }
 }

@@ -14,6 +14,10 @@ use crate::duration::show;
 use crate::holder::View;
 use crate::signals::Signals;
 
+/// How long a wait lasts before the spinner appears: a lock had at once, or
+/// within a blink, shows nothing.
+const SPINNER_DELAY: Duration = Duration::from_millis(200);
+
 /// How often the spinner looks at the lock to update its line.
 const SPINNER_REFRESH: Duration = Duration::from_millis(200);
 
@@ -57,13 +61,8 @@ pub(crate) async fn acquire(wait: &Wait<'_>, signals: &mut Signals) -> Waited {
             Err(error) => Waited::Failed(error),
         };
     };
-    let spinner = std::io::stderr()
-        .is_terminal()
-        .then(|| Spinner::start(wait.shown, wait.stale));
-    let result = race(wait, signals, spinner.as_ref()).await;
-    if let Some(spinner) = spinner {
-        spinner.finish();
-    }
+    let on_terminal = std::io::stderr().is_terminal();
+    let result = race(wait, signals, on_terminal).await;
     match result {
         Ok(Ok(held)) => Waited::Held(held),
         Ok(Err(heldlock::Error::Timeout { holder, .. })) => {
@@ -75,28 +74,38 @@ pub(crate) async fn acquire(wait: &Wait<'_>, signals: &mut Signals) -> Waited {
     }
 }
 
-/// Runs `acquire()` to its end, updating the spinner meanwhile; `Err` when
-/// a signal came first.
+/// Runs `acquire()` to its end, with a spinner on a terminal once the wait
+/// has lasted [`SPINNER_DELAY`] (a lock had at once, or soon, shows none);
+/// `Err` when a signal came first.
 async fn race(
     wait: &Wait<'_>,
     signals: &mut Signals,
-    spinner: Option<&Spinner>,
+    on_terminal: bool,
 ) -> Result<Result<HeldLock, heldlock::Error>, Signal> {
     let mut acquire = pin!(wait.lock.acquire());
+    let mut appear = pin!(tokio::time::sleep(SPINNER_DELAY));
+    let mut spinner: Option<Spinner> = None;
     let mut ticks = tokio::time::interval(SPINNER_REFRESH);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let result = loop {
         tokio::select! {
             biased;
-            result = &mut acquire => return Ok(result),
-            signal = signals.interruption() => return Err(signal),
+            result = &mut acquire => break Ok(result),
+            signal = signals.interruption() => break Err(signal),
+            () = &mut appear, if on_terminal && spinner.is_none() => {
+                spinner = Some(Spinner::start(wait.shown, wait.stale));
+            }
             _ = ticks.tick(), if spinner.is_some() => {
-                if let Some(spinner) = spinner {
+                if let Some(spinner) = &spinner {
                     spinner.update(wait.lock.inspect().await);
                 }
             }
         }
+    };
+    if let Some(spinner) = spinner {
+        spinner.finish();
     }
+    result
 }
 
 /// The one-line message for a busy lock: who holds it and for how long,

@@ -289,3 +289,56 @@ fn state(pid: u32) -> Option<char> {
     let after = &stat[stat.rfind(')')? + 1..];
     after.trim_start().chars().next()
 }
+
+/// Runs `heldlock run <lock> -- <command...>` on a pseudo-terminal in `dir`
+/// and returns what the terminal showed; `None` where no pty can be made.
+fn on_a_terminal(dir: &Path, args: &[&str]) -> Option<String> {
+    let pty = Pty::open().ok()?;
+    let mut child = Command::new(heldlock_path())
+        .args(args)
+        .current_dir(dir)
+        .stdin(pty.slave.try_clone().ok()?)
+        .stdout(pty.slave.try_clone().ok()?)
+        .stderr(pty.slave.try_clone().ok()?)
+        .spawn()
+        .ok()?;
+    let Pty { master, slave } = pty;
+    drop(slave);
+    let mut reader = master;
+    let printed = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buffer = [0_u8; 1024];
+        while let Ok(n @ 1..) = reader.read(&mut buffer) {
+            all.extend_from_slice(&buffer[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status}");
+    printed.join().ok()
+}
+
+/// The waiting spinner appears only once a wait has lasted about 200 ms: a
+/// free lock shows none; a lock busy for a second shows it.
+#[test]
+fn the_spinner_waits_before_it_appears() {
+    const TEST: &str = "the_spinner_waits_before_it_appears";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(free) = on_a_terminal(dir.path(), &["run", "l.lock", "--", "true"]) else {
+        return skip(TEST, "no pseudo-terminal");
+    };
+    assert!(
+        !free.contains("waiting for"),
+        "a free lock showed: {free:?}"
+    );
+    // Real time is what is tested: held for a second, five times the delay.
+    let mut holder = Command::new(heldlock_path())
+        .args(["run", "l.lock", "--", "sh", "-c", ": > held; sleep 1"])
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap();
+    wait_for("the holder", || dir.path().join("held").exists());
+    let busy = on_a_terminal(dir.path(), &["run", "l.lock", "--", "true"]).unwrap_or_default();
+    assert!(busy.contains("waiting for"), "a busy lock showed: {busy:?}");
+    assert!(wait_exit(&mut holder).success());
+}

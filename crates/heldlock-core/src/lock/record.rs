@@ -149,7 +149,11 @@ impl fmt::Display for Holder {
                 }
                 write!(f, " (owner {})", r.owner)
             }
-            Holder::Foreign { summary } => write!(f, "an unrecognised lock ({summary:?})"),
+            // The summary is escaped already (control characters included):
+            // quoted, not debug-printed a second time.
+            Holder::Foreign { summary } => {
+                write!(f, "a lock without a whole record (\"{summary}\")")
+            }
         }
     }
 }

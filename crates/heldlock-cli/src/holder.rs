@@ -67,6 +67,8 @@ pub(crate) struct View {
     /// Whether its holder ran on this host, boot and namespaces and is
     /// provably gone (what `run` breaks at once): stale whatever its age.
     pub(crate) holder_dead: bool,
+    /// When the lock was looked at, by this host's clock.
+    pub(crate) seen_at: SystemTime,
 }
 
 impl View {
@@ -100,6 +102,7 @@ impl View {
             kernel_held,
             breakable: observed.breakable,
             holder_dead,
+            seen_at: now,
         }
     }
 
@@ -154,14 +157,23 @@ impl View {
         }
     }
 
-    /// The holder and the age of its stamp against `stale`, as one phrase:
-    /// `pid 123 on h for 3.2 s (stale after 30 s)`.
+    /// The holder, how long ago it took the lock (by its record's time)
+    /// and how long ago it last refreshed it (the stamp), judged against
+    /// `stale`, as one phrase: `pid 123 on h, taken 5 min 2 s ago, last
+    /// heartbeat 3.2 s ago (stale after 30 s)`.
     pub(crate) fn held_for(&self, stale: Duration) -> String {
-        let age = if self.stamp_in_future {
-            "a stamp in the future".to_owned()
+        let heartbeat = if self.stamp_in_future {
+            "its stamp in the future".to_owned()
         } else {
-            show(self.age)
+            format!("last heartbeat {} ago", show(self.age))
         };
+        let now = self.seen_at;
+        let taken = self
+            .record
+            .as_ref()
+            .and_then(|record| now.duration_since(record.acquired_at).ok())
+            .map(|ago| format!("taken {} ago, ", show(ago)))
+            .unwrap_or_default();
         let stale = self.stale_after(stale);
         let judgement = if self.kernel_held {
             "held by a live process on this host: never stale while it runs".to_owned()
@@ -174,7 +186,7 @@ impl View {
         } else {
             format!("stale after {}", show(stale))
         };
-        format!("{} for {age} ({judgement})", self.who())
+        format!("{}, {taken}{heartbeat} ({judgement})", self.who())
     }
 }
 
@@ -212,14 +224,15 @@ mod tests {
     #[test]
     fn names_pid_host_and_format() {
         let now = SystemTime::now();
-        let plain = View::new(
-            &observed(record(vec![]), Duration::from_millis(3200), now),
-            now,
-        );
+        let mut taken = observed(record(vec![]), Duration::from_millis(3200), now);
+        if let Holder::Record(record) = &mut taken.holder {
+            record.acquired_at = now - Duration::from_secs(302);
+        }
+        let plain = View::new(&taken, now);
         assert_eq!(plain.format(), Format::Reference);
         assert_eq!(
             plain.held_for(Duration::from_secs(30)),
-            "pid 4242 for 3.2 s (stale after 30 s)"
+            "pid 4242, taken 5 min 2 s ago, last heartbeat 3.2 s ago (stale after 30 s)"
         );
         let hosted = record(vec![("host".into(), "build-7".into())]);
         let hosted = View::new(&observed(hosted, Duration::from_secs(1), now), now);

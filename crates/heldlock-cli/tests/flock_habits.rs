@@ -178,10 +178,11 @@ fn wait_takes_bare_seconds_and_human_durations() {
             message.contains(&format!("gave up after waiting {shown}")),
             "{message}"
         );
-        // `held by pid N on HOST for AGE (...)`: AGE rounded.
+        // `held by pid N on HOST, taken T ago, last heartbeat AGE ago (...)`:
+        // AGE rounded.
         let age = message
-            .rsplit_once(" for ")
-            .and_then(|(_, rest)| rest.split_once(" ("))
+            .rsplit_once("last heartbeat ")
+            .and_then(|(_, rest)| rest.split_once(" ago ("))
             .map(|(age, _)| age);
         assert!(age.is_some_and(|age| !has_raw_duration(age)), "{message}");
     }

@@ -117,17 +117,26 @@ impl Content {
 /// `key=value`, every separator one space, no line break. A data file, a
 /// script or a text note fails on its first bytes.
 pub fn classify(bytes: &[u8]) -> Content {
+    match decode(bytes) {
+        Some(record) if is_lock_record(&record) => Content::Record(record),
+        Some(_) => Content::NotALock,
+        None => classify_undecoded(bytes),
+    }
+}
+
+/// [`classify`] for a record that [`decode`] already read: whether it is a
+/// lock's (its owner a UUID), so that a caller holding the decoded record
+/// does not parse it again.
+pub fn is_lock_record(record: &LockRecord) -> bool {
+    is_uuid(record.owner.as_str())
+}
+
+/// [`classify`] for bytes that [`decode`] refused: empty, the start of a
+/// record, or not a lock.
+pub fn classify_undecoded(bytes: &[u8]) -> Content {
     if bytes.is_empty() {
-        return Content::Empty;
-    }
-    if let Some(record) = decode(bytes) {
-        return if is_uuid(record.owner.as_str()) {
-            Content::Record(record)
-        } else {
-            Content::NotALock
-        };
-    }
-    if is_record_prefix(bytes) {
+        Content::Empty
+    } else if is_record_prefix(bytes) {
         Content::Partial
     } else {
         Content::NotALock

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::UNIX_EPOCH;
 
 use heldlock_core::{BackendError, Holder, Identity, LockRecord, Observed, OwnerId, Step};
@@ -68,17 +69,14 @@ impl<V: Vfs> FsBackend<V> {
             Err(e) if is_denied(&e) => return Ok(Some(Look::unread(meta))),
             Err(e) => return Err(at.fail(Op::Read, e)),
         };
+        let mut look = Look::read(meta, content);
         // An error of the probe (a file system without `flock`) only means
         // no proof of life: the heartbeat and the pid still tell.
-        let kernel_held = probe
+        look.kernel_held = probe
             && self.kernel_locks
-            && record::decode(&content).is_some_and(|r| r.field("host").is_some())
+            && look.decoded().is_some_and(|r| r.field("host").is_some())
             && file.kernel_held().await.unwrap_or(false);
-        Ok(Some(Look {
-            meta,
-            content: Some(content),
-            kernel_held,
-        }))
+        Ok(Some(look))
     }
 
     /// Whether the lock path still names `held`'s inode and that inode's
@@ -160,11 +158,7 @@ impl<V: Vfs> FsBackend<V> {
             return self.look(path, Place::Trash).await;
         }
         match read_sized(held.file.as_ref(), &meta).await {
-            Ok(content) => Ok(Some(Look {
-                meta,
-                content: Some(content),
-                kernel_held: false,
-            })),
+            Ok(content) => Ok(Some(Look::read(meta, content))),
             Err(e) => Err(Place::Trash.fail(Op::Read, e)),
         }
     }
@@ -180,6 +174,9 @@ pub(super) struct Look {
     /// Whether another open file holds a kernel lock on it (only probed
     /// where a waiter judges the lock; see [`FsBackend::look_probing`]).
     pub(super) kernel_held: bool,
+    /// The content decoded as a record, once: an inspect asks for it to
+    /// probe, to classify and to describe the holder.
+    decoded: OnceLock<Option<LockRecord>>,
 }
 
 /// What a thing at the lock path is, as far as breaking it goes.
@@ -200,15 +197,34 @@ impl Look {
             meta,
             content: None,
             kernel_held: false,
+            decoded: OnceLock::new(),
         }
     }
 
+    fn read(meta: Meta, content: Vec<u8>) -> Self {
+        Look {
+            content: Some(content),
+            ..Look::unread(meta)
+        }
+    }
+
+    /// The content as a record, if it decodes as one ([`record::decode`]).
+    fn decoded(&self) -> Option<&LockRecord> {
+        self.decoded
+            .get_or_init(|| self.content.as_deref().and_then(record::decode))
+            .as_ref()
+    }
+
     pub(super) fn nature(&self) -> Nature {
+        let is_lock = |content: &[u8]| match self.decoded() {
+            Some(decoded) => record::is_lock_record(decoded),
+            None => record::classify_undecoded(content).is_lock(),
+        };
         match (&self.content, self.meta.kind) {
             // A record is one short line: a file larger than the read cap
             // cannot be one, whatever its first bytes say.
             (Some(_), _) if self.meta.len > MAX_READ as u64 => Nature::NotALock,
-            (Some(content), _) if record::classify(content).is_lock() => Nature::Lock,
+            (Some(content), _) if is_lock(content) => Nature::Lock,
             (Some(_), _) => Nature::NotALock,
             (None, FileKind::File) => Nature::Unreadable,
             (None, _) => Nature::NotALock,
@@ -249,7 +265,7 @@ impl Look {
     }
 
     pub(super) fn record(&self) -> Option<LockRecord> {
-        self.content.as_deref().and_then(record::decode)
+        self.decoded().cloned()
     }
 
     pub(super) fn holder(&self) -> Holder {

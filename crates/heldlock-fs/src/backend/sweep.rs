@@ -10,19 +10,18 @@
 //! simulated file system sweeps through its `Vfs`, once per backend and
 //! after each break, so that its steps stay scheduling points.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use super::FsBackend;
+use crate::throttle::Throttle;
 use crate::vfs::{FileKind, Vfs};
 
 /// When this process last swept each lock's trash (directory, lock name).
-static LAST_SWEEP: Mutex<Option<HashMap<(PathBuf, OsString), Instant>>> = Mutex::new(None);
+static SWEPT: Throttle<(PathBuf, OsString)> = Throttle::new();
 
 /// Whether `name` is one of the trash names (or a break marker) of the lock
 /// file `lock`: `<lock>.(breaking|releasing|break).<32 hex digits>`.
@@ -39,23 +38,6 @@ pub(super) fn is_trash_of(lock: &OsStr, name: &OsStr) -> bool {
         .or_else(|| rest.strip_prefix(b"releasing."))
         .or_else(|| rest.strip_prefix(b"break."));
     id.is_some_and(|id| id.len() == 32 && id.iter().all(u8::is_ascii_hexdigit))
-}
-
-/// Whether this process should sweep `key` now, and if so notes it: not
-/// within `every` of its last sweep, unless `force`d.
-fn due(key: (PathBuf, OsString), every: Duration, force: bool) -> bool {
-    let mut last = LAST_SWEEP.lock().unwrap_or_else(PoisonError::into_inner);
-    let last = last.get_or_insert_with(HashMap::new);
-    let now = Instant::now();
-    if !force
-        && last
-            .get(&key)
-            .is_some_and(|at| now.saturating_duration_since(*at) < every)
-    {
-        return false;
-    }
-    last.insert(key, now);
-    true
 }
 
 impl<V: Vfs> FsBackend<V> {
@@ -77,7 +59,7 @@ impl<V: Vfs> FsBackend<V> {
             self.dir.clone()
         };
         if V::NOTIFIES {
-            if !due((dir.clone(), self.file_name.clone()), max_age, after_break) {
+            if !SWEPT.due((dir.clone(), self.file_name.clone()), max_age, after_break) {
                 return;
             }
             // The real file system: on a thread of its own, never on the

@@ -5,8 +5,8 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 
+use crate::throttle::Throttle;
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -323,23 +323,8 @@ pub(super) const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_se
 /// first time one of its queues there empties, then at most once per
 /// [`SWEEP_EVERY`].
 pub(super) fn sweep_due(dir: &OwnedFd) -> bool {
-    static LAST: Mutex<Vec<(DirKey, std::time::Instant)>> = Mutex::new(Vec::new());
-    let Some(key) = dir_key(dir) else {
-        return false;
-    };
-    let now = std::time::Instant::now();
-    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
-    match last.iter_mut().find(|(at, _)| *at == key) {
-        Some((_, when)) if now.saturating_duration_since(*when) < SWEEP_EVERY => false,
-        Some((_, when)) => {
-            *when = now;
-            true
-        }
-        None => {
-            last.push((key, now));
-            true
-        }
-    }
+    static SWEPT: Throttle<DirKey> = Throttle::new();
+    dir_key(dir).is_some_and(|key| SWEPT.due(key, SWEEP_EVERY, false))
 }
 
 /// One directory, while it exists and after: device, inode and birth time

@@ -77,37 +77,10 @@ fn bare_seconds(text: &str) -> Option<Result<Duration, String>> {
     )
 }
 
-/// Shows `duration` for people, rounded: milliseconds below a second
-/// (`201 ms`), seconds with one decimal below a minute (`3.2 s`; none when
-/// it rounds to whole seconds: `30 s`), then hours, minutes and seconds
-/// (`2 min 5 s`).
+/// Shows `duration` for people, rounded as the library's messages are
+/// ([`heldlock::Rounded`]: `201 ms`, `3.2 s`, `30 s`, `2 min 5 s`).
 pub(crate) fn show(duration: Duration) -> String {
-    let nanos = duration.as_nanos();
-    let millis = (nanos + 500_000) / 1_000_000;
-    if millis < 1000 {
-        return format!("{millis} ms");
-    }
-    let tenths = (nanos + 50_000_000) / 100_000_000;
-    if tenths < 600 {
-        return if tenths.is_multiple_of(10) {
-            format!("{} s", tenths / 10)
-        } else {
-            format!("{}.{} s", tenths / 10, tenths % 10)
-        };
-    }
-    let secs = (nanos + 500_000_000) / 1_000_000_000;
-    let (hours, minutes, seconds) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut parts = Vec::new();
-    if hours > 0 {
-        parts.push(format!("{hours} h"));
-    }
-    if minutes > 0 {
-        parts.push(format!("{minutes} min"));
-    }
-    if seconds > 0 {
-        parts.push(format!("{seconds} s"));
-    }
-    parts.join(" ")
+    heldlock::Rounded(duration).to_string()
 }
 
 /// `time` in RFC 3339 UTC with milliseconds, or `None` when it is outside

@@ -13,7 +13,7 @@ pub enum Error {
     /// The lock stayed busy for the whole `max_wait`.
     #[error(
         "timed out after {} waiting for lock {resource}{}",
-        rounded(*waited),
+        crate::Rounded(*waited),
         held_by(holder)
     )]
     Timeout {
@@ -40,22 +40,6 @@ pub enum Error {
     },
 }
 
-/// A duration as people read it: `201 ms`, `3.2 s`, `4 min 5 s`, rounded
-/// to what the magnitude makes worth saying.
-fn rounded(duration: Duration) -> String {
-    let millis = duration.as_secs_f64() * 1000.0;
-    if millis < 1.0 {
-        format!("{} µs", duration.as_micros())
-    } else if millis < 1000.0 {
-        format!("{millis:.0} ms")
-    } else if millis < 60_000.0 {
-        format!("{:.1} s", millis / 1000.0)
-    } else {
-        let secs = duration.as_secs();
-        format!("{} min {} s", secs / 60, secs % 60)
-    }
-}
-
 fn held_by(holder: &Option<Holder>) -> String {
     match holder {
         Some(holder) => format!(", held by {holder}"),
@@ -68,11 +52,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_in_messages_are_rounded() {
-        assert_eq!(rounded(Duration::from_micros(201_513)), "202 ms");
-        assert_eq!(rounded(Duration::from_micros(340)), "340 µs");
-        assert_eq!(rounded(Duration::from_millis(3_249)), "3.2 s");
-        assert_eq!(rounded(Duration::from_secs(245)), "4 min 5 s");
+    fn the_timeout_message_rounds_the_wait() {
         let timeout = Error::Timeout {
             resource: "db.lock".into(),
             holder: None,
@@ -80,7 +60,7 @@ mod tests {
         };
         assert_eq!(
             timeout.to_string(),
-            "timed out after 5.0 s waiting for lock db.lock"
+            "timed out after 5 s waiting for lock db.lock"
         );
     }
 }

@@ -24,6 +24,7 @@
 mod clock;
 mod error;
 mod lock;
+mod rounded;
 mod serializer;
 
 pub use clock::{Clock, ManualClock, Runtime, Sleep, Spawn};
@@ -41,4 +42,5 @@ pub use lock::options::{
 pub use lock::probe::HostProbe;
 pub use lock::record::{Holder, Identity, Inspection, LockRecord, Observed, OwnerId};
 pub use lock::{acquire, heartbeat, stale};
+pub use rounded::Rounded;
 pub use serializer::{KeyGuard, Serializer, Turn, default_serializer, serialize};

@@ -112,7 +112,7 @@
 pub use heldlock_core::{
     BackendError, DEFAULT_MAX_DECLARED_STALE, Error, HeldLock, Holder, Inspection, KeyGuard, Lock,
     LockBackend, LockOptions, LockRecord, LockState, MAX_DURATION, MemoryBackend, OptionsError,
-    OwnerId, Released, Serializer, Step, Turn, Warning, default_serializer, serialize,
+    OwnerId, Released, Rounded, Serializer, Step, Turn, Warning, default_serializer, serialize,
 };
 pub use heldlock_fs::FsError;
 

@@ -3,58 +3,16 @@
 //! with a deadline, never a fixed sleep.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::*;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use rustix::process::{Pid, Signal, kill_process};
-
-/// How long any awaited condition may take on a loaded machine.
-const DEADLINE: Duration = Duration::from_secs(15);
-/// How often a condition is looked at again.
-const POLL: Duration = Duration::from_millis(15);
-
-fn heldlock() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_heldlock"))
-}
-
-/// Runs `heldlock args...` to its end, capturing its output.
-fn run(args: &[&str]) -> Output {
-    heldlock().args(args).output().unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Polls `condition` until it holds; panics naming `what` after [`DEADLINE`].
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Waits for `child` to exit, with a deadline.
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let mut status = None;
-    wait_for("the process to exit", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap()
-}
-
-fn signal(child: &Child, signal: Signal) {
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    kill_process(pid, signal).unwrap();
-}
+use rustix::process::Signal;
 
 /// A background `heldlock run <lock> -- sleep 30` holding the lock until
 /// dropped (then SIGTERM, which heldlock forwards, and the lock is released).

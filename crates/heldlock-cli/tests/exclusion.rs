@@ -5,40 +5,19 @@
 //! where a lock's age is what is under test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::*;
+
 use std::fs::{self, File};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::{Pid, Signal, kill_process};
 
-/// How long any awaited condition may take on a loaded machine.
-const DEADLINE: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(10);
 /// The CLI's exit code for a busy lock.
 const BUSY: i32 = 75;
-
-fn heldlock() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_heldlock"));
-    command.stdin(Stdio::null());
-    command
-}
-
-fn run(args: &[&str]) -> Output {
-    heldlock().args(args).output().unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
-}
 
 fn kill(pid: u32, signal: Signal) {
     let pid = Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();

@@ -3,44 +3,18 @@
 //! deadline, except where how long heldlock waits is what is under test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
-
-/// How long any awaited condition may take on a loaded machine.
-const DEADLINE: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(15);
-
-fn heldlock() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_heldlock"));
-    command.stdin(Stdio::null());
-    command
-}
-
-fn run(args: &[&str]) -> Output {
-    heldlock().args(args).output().unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
-}
 
 /// A background `heldlock run <lock> -- sleep 30`, ended (SIGTERM,
 /// forwarded; the lock released) when dropped.

@@ -8,53 +8,25 @@
 //! `HELDLOCK_REQUIRE_ALL_TESTS=1` (set by CI) makes it fail.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::*;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rustix::fs::OFlags;
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::Signal;
 use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 
-/// How long any awaited condition may take on a loaded machine.
-const DEADLINE: Duration = Duration::from_secs(15);
-/// How often a condition is looked at again.
-const POLL: Duration = Duration::from_millis(15);
 /// How long a second, unwanted delivery of a signal is given to show up
 /// before its absence is believed. The one fixed wait of these tests: an
 /// absence cannot be polled for.
 const SETTLE: Duration = Duration::from_millis(500);
-
-fn heldlock_path() -> &'static str {
-    env!("CARGO_BIN_EXE_heldlock")
-}
-
-/// Polls `condition` until it holds; panics naming `what` after [`DEADLINE`].
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Waits for `child` to exit, with a deadline.
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let mut status = None;
-    wait_for("the process to exit", || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap()
-}
-
-fn signal(child: &Child, signal: Signal) {
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    kill_process(pid, signal).unwrap();
-}
 
 /// The lines the command recorded so far.
 fn recorded(path: &Path) -> Vec<String> {
@@ -152,7 +124,7 @@ fn a_terminal_interrupt_reaches_the_command_once() {
     // the command (with its `sleep`s) is in it.
     let mut child = Command::new("setsid")
         .arg("-c")
-        .arg(heldlock_path())
+        .arg(env!("CARGO_BIN_EXE_heldlock"))
         .args(["run", "l.lock", "--", "perl", "-e", PERL_RECORDER])
         .current_dir(dir.path())
         .stdin(pty.slave.try_clone().unwrap())
@@ -213,7 +185,7 @@ fn a_terminal_interrupt_reaches_the_command_once() {
 fn signals_sent_to_heldlock_reach_the_command() {
     let dir = tempfile::tempdir().unwrap();
     let got = dir.path().join("got");
-    let mut child = Command::new(heldlock_path())
+    let mut child = Command::new(env!("CARGO_BIN_EXE_heldlock"))
         .args(["run", "l.lock", "--", "sh", "-c"])
         .arg(recorder(&["USR1", "WINCH", "USR2", "HUP"], 7))
         .current_dir(dir.path())
@@ -264,7 +236,7 @@ fn a_stop_sent_to_heldlock_stops_both_and_cont_resumes_them() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(heldlock_path())
+    let mut child = Command::new(env!("CARGO_BIN_EXE_heldlock"))
         .args(["run", "l.lock", "--", "sh", "-c"])
         .arg(": > ready; while [ ! -e done ]; do sleep 0.05; done; exit 5")
         .current_dir(dir.path())
@@ -294,7 +266,7 @@ fn state(pid: u32) -> Option<char> {
 /// and returns what the terminal showed; `None` where no pty can be made.
 fn on_a_terminal(dir: &Path, args: &[&str]) -> Option<String> {
     let pty = Pty::open().ok()?;
-    let mut child = Command::new(heldlock_path())
+    let mut child = Command::new(env!("CARGO_BIN_EXE_heldlock"))
         .args(args)
         .current_dir(dir)
         .stdin(pty.slave.try_clone().ok()?)
@@ -332,7 +304,7 @@ fn the_spinner_waits_before_it_appears() {
         "a free lock showed: {free:?}"
     );
     // Real time is what is tested: held for a second, five times the delay.
-    let mut holder = Command::new(heldlock_path())
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_heldlock"))
         .args(["run", "l.lock", "--", "sh", "-c", ": > held; sleep 1"])
         .current_dir(dir.path())
         .spawn()

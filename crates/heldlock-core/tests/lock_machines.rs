@@ -278,10 +278,11 @@ fn heartbeat_policy() {
     let start = Instant::now();
     let at = |ms: u64| start + Duration::from_millis(ms);
     let mut hb = Heartbeat::new(t, start);
-    assert_eq!(hb.first(), t.heartbeat);
+    assert_eq!(hb.first(start), t.heartbeat);
     assert_eq!(
         hb.after(Some(Refreshed::Refreshed), at(1000), at(1001)),
-        Beat::Again(t.heartbeat)
+        Beat::Again(t.heartbeat - Duration::from_millis(1)),
+        "the next beat is a heartbeat after this refresh's stamp"
     );
     // Stamped at 1000: peers may break from 4000 on.
     assert_eq!(

@@ -76,14 +76,10 @@ impl<R: Runtime> FileLock<R> {
     ) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
         let timing = options.validate()?;
-        // Trash abandoned by a process killed mid-step is swept once it is
-        // older than `stale`; a break marker expires once older than the
-        // longest a lock of ours may look fresh to a peer.
         let network = crate::is_network_fs(&path);
         let backend = Arc::new(
             FsBackend::new(&path)?
-                .sweep_trash_older_than(timing.stale)
-                .expire_break_markers_after(timing.stale.saturating_add(timing.max_clock_skew))
+                .with_lock_timing(&timing)
                 .kernel_locks(!network),
         );
         // On a network file system a system call can hang for as long as its

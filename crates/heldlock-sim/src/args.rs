@@ -46,6 +46,9 @@ pub const SAFEGUARD_NAMES: [&str; 7] = [
 
 /// Help text for the configuration options.
 pub const CONFIG_HELP: &str = "  --contenders N         contenders (default 3)
+  --hosts N              hosts the contenders are spread over (default 1): each its own
+                         device numbers, wall clock, host and boot identity, kernel locks,
+                         and (some seeds) files that other hosts cannot read
   --rounds N             acquire/critical section/release rounds per contender (default 2)
   --faults LIST          crash,pause,long-pause,io,clock,intruder | all | none (default all)
   --fault-rate PERCENT   fault rates in percent of the defaults (default 100)
@@ -72,6 +75,7 @@ impl SimConfig {
     pub fn apply_arg(&mut self, option: &str, value: Option<&str>) -> Result<bool, ArgsError> {
         let known = [
             "--contenders",
+            "--hosts",
             "--rounds",
             "--faults",
             "--fault-rate",
@@ -103,6 +107,12 @@ impl SimConfig {
                     .ok()
                     .filter(|n| (1..=64).contains(n))
                     .ok_or_else(|| bad("a number from 1 to 64"))?;
+            }
+            "--hosts" => {
+                self.hosts = usize::try_from(number("a number from 1 to 16")?)
+                    .ok()
+                    .filter(|n| (1..=16).contains(n))
+                    .ok_or_else(|| bad("a number from 1 to 16"))?;
             }
             "--rounds" => {
                 self.rounds = usize::try_from(number("a number from 1 to 100")?)
@@ -239,6 +249,9 @@ impl SimConfig {
         if self.faults != default.faults {
             out.push(format!("--faults {}", self.faults.names()));
         }
+        if self.hosts != default.hosts {
+            out.push(format!("--hosts {}", self.hosts));
+        }
         if self.fault_rate != default.fault_rate {
             out.push(format!("--fault-rate {}", self.fault_rate));
         }
@@ -290,6 +303,7 @@ mod tests {
         let mut config = SimConfig::default();
         let mut options = vec![
             ("--contenders", "4"),
+            ("--hosts", "2"),
             ("--faults", "crash,io"),
             ("--skew", "rule-off"),
             ("--strategy", "pct"),

@@ -45,6 +45,10 @@ pub enum Invariant {
     Liveness,
     /// 5: `refresh() == Ok(true)` only while the path names the caller's inode.
     RefreshTruth,
+    /// 6: a contender never moves or removes a lock file it could not read
+    /// (`--hosts` with private files), and the protocol never swaps the
+    /// lock path itself.
+    UnreadBreak,
     /// A refresh reported the lock lost but `lost()` did not fire.
     LostSignal,
     /// Tasks remain but nothing can ever run again (a lost wake-up), or the
@@ -65,6 +69,7 @@ impl Invariant {
             Invariant::LeftBehind => "left-behind",
             Invariant::Liveness => "liveness",
             Invariant::RefreshTruth => "refresh-truth",
+            Invariant::UnreadBreak => "unread-break",
             Invariant::LostSignal => "lost-signal",
             Invariant::Stuck => "stuck",
             Invariant::SerializerOrder => "serializer-order",
@@ -202,6 +207,8 @@ struct Eviction {
     restore_failed: Option<Errno>,
     /// Another lock was created at the path while this one was away.
     created_meanwhile: bool,
+    /// The mover could not read it (private files on another host).
+    unread: bool,
     outcome: Outcome,
 }
 
@@ -238,6 +245,8 @@ struct Finding {
 #[derive(Debug)]
 struct Obligation {
     crashed: usize,
+    /// The crashed holder's lock file.
+    ino: u64,
     at: Duration,
     deadline: Duration,
     done: bool,
@@ -520,6 +529,30 @@ impl Observer {
                 text: f.text.clone(),
             });
         }
+        // 6: a lock its mover could not read must come back, whether its
+        // holder lives or not (only the check-then-rename race may keep it
+        // away, as it may any lock).
+        for e in self.evictions.iter().filter(|e| e.unread) {
+            if e.outcome == Outcome::Restored && !e.replaced {
+                continue;
+            }
+            out.push(Violation {
+                invariant: Invariant::UnreadBreak,
+                class: if e.known_race() {
+                    Class::KnownRace
+                } else {
+                    Class::Real
+                },
+                step: e.step,
+                at: e.at,
+                text: format!(
+                    "{:?} ({:?}) took {} off the lock path, a file it cannot read, and did not put it back",
+                    e.mover,
+                    e.kind,
+                    self.label_of(e.victim).unwrap_or("a lock")
+                ),
+            });
+        }
         for e in self.evictions.iter().filter(|e| counted(e)) {
             if e.outcome == Outcome::Restored && !e.replaced {
                 continue;
@@ -659,6 +692,20 @@ impl State {
         }
     }
 
+    /// An exchange of two names: the protocol swaps break markers only,
+    /// never the lock path.
+    pub(crate) fn seen_exchange(&mut self, a: &Path, b: &Path, result: &Result<(u64, u64), Errno>) {
+        if result.is_ok() && (self.is_lock(a) || self.is_lock(b)) {
+            let (step, now) = (self.step, self.now);
+            let text = format!(
+                "{:?} exchanged the lock path with another name",
+                self.actor()
+            );
+            self.obs
+                .find(Invariant::UnreadBreak, step, now, text, Vec::new());
+        }
+    }
+
     pub(crate) fn seen_link(
         &mut self,
         source: Option<u64>,
@@ -720,8 +767,10 @@ impl State {
             _ => return,
         }
         let (step, now) = (self.step, self.now);
+        let unread = !self.can_read(ino, actor);
         self.obs.evictions.push(Eviction {
             victim: ino,
+            unread,
             replaced,
             mover: actor,
             kind,
@@ -869,13 +918,16 @@ impl State {
     /// half-made lock) is at the path.
     pub(crate) fn crash_obligation(&mut self, contender: usize) {
         let at_path = self.tree.lookup(&self.lock_path).ok();
-        let made_by_it = at_path
-            .and_then(|ino| self.tree.inode(ino))
-            .is_some_and(|i| i.creator == Actor::Contender(contender));
-        if made_by_it {
+        let made_by_it = at_path.filter(|&ino| {
+            self.tree
+                .inode(ino)
+                .is_some_and(|i| i.creator == Actor::Contender(contender))
+        });
+        if let Some(ino) = made_by_it {
             let now = self.now;
             self.obs.obligations.push(Obligation {
                 crashed: contender,
+                ino,
                 at: now,
                 deadline: now.saturating_add(self.obs.limits.liveness),
                 done: false,
@@ -964,7 +1016,7 @@ impl State {
                 continue;
             };
             ob.done = true;
-            let (crashed, at, deadline) = (ob.crashed, ob.at, ob.deadline);
+            let (crashed, ino, at, deadline) = (ob.crashed, ob.ino, ob.at, ob.deadline);
             if now < deadline && at_end {
                 continue;
             }
@@ -973,8 +1025,11 @@ impl State {
                 .fault_times
                 .iter()
                 .any(|&t| t > at && t <= deadline);
+            // Only a waiter that can read the lock may break it (private
+            // files on other hosts are honoured, never broken).
             let waiter = (0..self.procs.len()).find(|&w| {
                 w != crashed
+                    && self.can_read(ino, Actor::Contender(w))
                     && !self.procs[w].crashed
                     && !Observer::paused_between(&self.procs, w, at, deadline)
                     && self.obs.acquiring[w]

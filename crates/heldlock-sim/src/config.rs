@@ -175,6 +175,11 @@ impl Strategy {
 pub struct SimConfig {
     /// How many contenders run `acquire`, a critical section and `release`.
     pub contenders: usize,
+    /// How many hosts the contenders are spread over, round robin (see
+    /// `--hosts` in `docs/testing.md`): each host has its own device
+    /// numbers, wall clock, host and boot identity and kernel locks, and
+    /// some seeds make each host's files unreadable to the others.
+    pub hosts: usize,
     /// How many times each contender does so.
     pub rounds: usize,
     /// Which faults may be injected.
@@ -212,6 +217,11 @@ pub struct SimConfig {
     /// allowance` with the wall-clock rule off). For tests that show the
     /// liveness check can fail.
     pub liveness_bound: Option<Duration>,
+    /// A test of the checker, not of the protocol: contenders look and
+    /// break as `heldlock break --force` does, taking a file they cannot
+    /// read for a breakable lock. With private files on several hosts, the
+    /// `unread-break` invariant must catch them.
+    pub break_unreadable: bool,
     /// The protocol's safeguards (all on by default).
     #[cfg(feature = "safeguard-switches")]
     pub safeguards: heldlock_fs::Safeguards,
@@ -221,6 +231,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             contenders: 3,
+            hosts: 1,
             rounds: 2,
             faults: Faults::ALL,
             fault_rate: 100,
@@ -235,6 +246,7 @@ impl Default for SimConfig {
             max_wait: Duration::from_secs(5),
             step_limit: 200_000,
             liveness_bound: None,
+            break_unreadable: false,
             #[cfg(feature = "safeguard-switches")]
             safeguards: heldlock_fs::Safeguards::default(),
         }
@@ -314,6 +326,8 @@ pub struct Profile {
     pub(crate) offset_bound_ns: i64,
     pub(crate) offsets_ns: Vec<i64>,
     pub(crate) heartbeat: Duration,
+    /// How the hosts behave.
+    pub(crate) hosts: crate::hosts::HostModel,
     /// The longest "short" pause: `stale - heartbeat - allowance`.
     pub(crate) short_pause_max: Duration,
     pub(crate) plans: Vec<ContenderPlan>,
@@ -414,6 +428,14 @@ impl Profile {
         let short_pause_max = shortest
             .saturating_sub(default_heartbeat(shortest))
             .saturating_sub(allowance(shortest));
+        // Drawn last, so that a one-host configuration draws what it drew
+        // before hosts existed.
+        let several = config.hosts > 1;
+        let hosts = crate::hosts::HostModel {
+            count: config.hosts.max(1),
+            private_files: several && rng.chance(300_000),
+            blind_probe: rng.chance(200_000),
+        };
         Profile {
             initial_lock,
             dir_exists,
@@ -432,6 +454,7 @@ impl Profile {
             offset_bound_ns,
             offsets_ns,
             heartbeat,
+            hosts,
             short_pause_max,
             plans,
         }
@@ -491,12 +514,23 @@ impl fmt::Display for Profile {
         };
         write!(
             f,
-            "schedule {sched}, faults {faults}, skew {} (max_clock_skew {:?}, wall-clock rule {}), stale lock at start: {}, lock dir exists: {}",
+            "schedule {sched}, faults {faults}, skew {} (max_clock_skew {:?}, wall-clock rule {}), stale lock at start: {}, lock dir exists: {}, hosts {}{}{}",
             self.skew.name(),
             self.max_clock_skew,
             if self.wall_clock_rule { "on" } else { "off" },
             self.initial_lock,
-            self.dir_exists
+            self.dir_exists,
+            self.hosts.count,
+            if self.hosts.private_files {
+                " (private files)"
+            } else {
+                ""
+            },
+            if self.hosts.blind_probe {
+                ", blind host probe"
+            } else {
+                ""
+            },
         )
     }
 }

@@ -35,6 +35,7 @@ pub mod config;
 mod contender;
 mod executor;
 pub mod fs;
+mod hosts;
 mod probe;
 pub mod rng;
 mod runtime;

@@ -23,14 +23,23 @@ pub(crate) struct Probe {
     inner: FsBackend<SimFs>,
     world: Arc<World>,
     contender: usize,
+    /// A test of the checker: look and break as `heldlock break --force`
+    /// does, which takes a file it cannot read for a breakable lock.
+    force: bool,
 }
 
 impl Probe {
-    pub(crate) fn new(inner: FsBackend<SimFs>, world: Arc<World>, contender: usize) -> Self {
+    pub(crate) fn new(
+        inner: FsBackend<SimFs>,
+        world: Arc<World>,
+        contender: usize,
+        force: bool,
+    ) -> Self {
         Probe {
             inner,
             world,
             contender,
+            force,
         }
     }
 
@@ -108,7 +117,14 @@ impl LockBackend for Probe {
     {
         Box::pin(async move {
             let task = self.begin(CallKind::Inspect);
-            let result = self.inner.inspect().await;
+            let result = if self.force {
+                match self.inner.inspect_anything().await {
+                    Ok(Inspection::Present(o)) => Ok(Inspection::Present(o.with_breakable(true))),
+                    other => other,
+                }
+            } else {
+                self.inner.inspect().await
+            };
             self.end(task, result.is_ok(), || match &result {
                 Ok(Inspection::Absent) => "inspect: Absent".to_owned(),
                 Ok(Inspection::Present(o)) => format!("inspect: {}", o.holder),
@@ -151,7 +167,11 @@ impl LockBackend for Probe {
     {
         Box::pin(async move {
             let task = self.begin(CallKind::Break);
-            let result = self.inner.break_if_unchanged(observed).await;
+            let result = if self.force {
+                self.inner.break_anything(observed).await
+            } else {
+                self.inner.break_if_unchanged(observed).await
+            };
             self.end(task, result.is_ok(), || {
                 format!("break_if_unchanged: {}", shown(&result))
             });

@@ -14,6 +14,7 @@ use crate::config::{Profile, Sched, SimConfig, allowance, default_heartbeat, ran
 use crate::contender::contender;
 use crate::executor::Executor;
 use crate::fs::{Actor, SimFs};
+use crate::hosts::SimHost;
 use crate::probe::Probe;
 use crate::rng::SplitMix64;
 use crate::runtime::SimRuntime;
@@ -209,8 +210,15 @@ impl Sim {
             };
             st.io_ppm = self.profile.io_ppm;
             st.io_heartbeat_only = self.config.io_heartbeat_only;
-            for (proc, offset) in st.procs.iter_mut().zip(&self.profile.offsets_ns) {
-                proc.offset_ns = *offset;
+            st.hosts = self.profile.hosts;
+            // Several hosts: the processes of one host share its clock.
+            for id in 0..st.procs.len() {
+                let clock = if st.hosts.count > 1 {
+                    st.host_of(id)
+                } else {
+                    id
+                };
+                st.procs[id].offset_ns = self.profile.offsets_ns.get(clock).copied().unwrap_or(0);
             }
             let now = st.true_wall();
             let dir = st.lock_dir.clone();
@@ -226,8 +234,19 @@ impl Sim {
         }
         for id in 0..self.config.contenders {
             let fs = SimFs::new(Arc::clone(&self.world));
+            let options = self.options(id);
+            let timing = match options.validate() {
+                Ok(timing) => timing,
+                Err(error) => {
+                    self.world
+                        .lock()
+                        .find_stuck(format!("invalid options: {error}"));
+                    return;
+                }
+            };
+            // What `FileLock` builds on a local file system.
             let backend = match FsBackend::with_vfs(LOCK_PATH, fs) {
-                Ok(backend) => backend,
+                Ok(backend) => backend.with_lock_timing(&timing),
                 Err(error) => {
                     self.world
                         .lock()
@@ -237,11 +256,17 @@ impl Sim {
             };
             #[cfg(feature = "safeguard-switches")]
             let backend = backend.with_safeguards(self.config.safeguards);
-            let probe = Probe::new(backend, Arc::clone(&self.world), id);
+            let probe = Probe::new(
+                backend,
+                Arc::clone(&self.world),
+                id,
+                self.config.break_unreadable,
+            );
             let jitter_seed = self.seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let runtime = SimRuntime::new(Arc::clone(&self.world), id, jitter_seed);
-            let lock = match Lock::new(Arc::new(probe), Arc::new(runtime), self.options(id)) {
-                Ok(lock) => lock,
+            let host = Arc::new(SimHost::new(Arc::clone(&self.world), id));
+            let lock = match Lock::new(Arc::new(probe), Arc::new(runtime), options) {
+                Ok(lock) => lock.with_host_probe(host),
                 Err(error) => {
                     self.world
                         .lock()
@@ -470,14 +495,21 @@ impl Sim {
         let bound = self.profile.offset_bound_ns;
         let mut rng = SplitMix64::new(drawn);
         let to = random_offset(&mut rng, bound);
-        let Some(proc) = st.procs.get_mut(who) else {
+        let Some(proc) = st.procs.get(who) else {
             return;
         };
         if proc.crashed || proc.finished {
             return;
         }
         let from = proc.offset_ns;
-        proc.offset_ns = to;
+        // One host, one clock: its step moves all of its processes.
+        let host = st.host_of(who);
+        let several = st.hosts.count > 1;
+        for id in 0..st.procs.len() {
+            if id == who || (several && st.host_of(id) == host) {
+                st.procs[id].offset_ns = to;
+            }
+        }
         let now = st.now;
         st.obs.note_fault(now, "clock.step");
         let ms = |ns: i64| ns as f64 / 1e6;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::check::Observer;
 use crate::fs::tree::{Actor, Tree};
+use crate::hosts::{Flock, HostModel};
 use crate::tape::Decisions;
 use crate::trace::Trace;
 
@@ -67,6 +68,10 @@ pub(crate) struct State {
     pub(crate) io_heartbeat_only: bool,
     pub(crate) lock_path: PathBuf,
     pub(crate) lock_dir: PathBuf,
+    /// How the hosts behave (one host unless `--hosts`).
+    pub(crate) hosts: HostModel,
+    /// The `flock`s taken, each on its host's kernel.
+    pub(crate) flocks: Vec<Flock>,
     pub(crate) obs: Observer,
     pub(crate) trace: Trace,
     pub(crate) step: u64,
@@ -222,6 +227,8 @@ impl World {
                 io_heartbeat_only: false,
                 lock_path,
                 lock_dir,
+                hosts: HostModel::default(),
+                flocks: Vec::new(),
                 obs: Observer::new(contenders),
                 trace: Trace::new(trace, lock_name),
                 step: 0,

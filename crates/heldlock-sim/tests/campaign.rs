@@ -118,19 +118,25 @@ fn a_recorded_tape_replays_the_same_run() {
     }
 }
 
-#[test]
-fn long_pauses_are_checked_by_the_lost_rules_instead() {
-    // Holders paused longer than `stale - heartbeat` lose their lock to a
-    // peer; exclusion is then not promised, but their next refresh must say
-    // so, and lost() must fire (both are checked in every run).
-    let config = SimConfig {
+fn long_pauses(hosts: usize) -> SimConfig {
+    SimConfig {
         faults: heldlock_sim::Faults {
             long_pause: true,
             ..heldlock_sim::Faults::NONE
         },
         fault_rate: 400,
+        hosts,
         ..SimConfig::default()
-    };
+    }
+}
+
+#[test]
+fn long_pauses_are_checked_by_the_lost_rules_instead() {
+    // Holders paused longer than `stale - heartbeat` lose their lock to a
+    // peer on another host; exclusion is then not promised, but their next
+    // refresh must say so, and lost() must fire (both are checked in every
+    // run).
+    let config = long_pauses(2);
     let report = run_campaign(&Campaign {
         config,
         first: 0,
@@ -146,4 +152,28 @@ fn long_pauses_are_checked_by_the_lost_rules_instead() {
         .filter(|((_, class), _)| *class == Class::Excused)
         .count();
     assert!(excused > 0, "no schedule lost a lock to a long pause");
+}
+
+#[test]
+fn on_one_host_a_paused_holder_keeps_its_lock_through_its_kernel_lock() {
+    // A stopped process is alive: its `flock` proves it to every waiter on
+    // its host, which never breaks its lock however long the pause.
+    let report = run_campaign(&Campaign {
+        config: long_pauses(1),
+        first: 0,
+        seeds: 200,
+        jobs: support::jobs(),
+    });
+    println!("{report}");
+    assert!(report.failures.is_empty());
+    assert!(report.counters.get("pause.long").copied().unwrap_or(0) > 0);
+    assert!(report.counters.get("flock.held").copied().unwrap_or(0) > 0);
+    // Its own lease still expires (its refresh then says `Ok(false)`), but
+    // no peer enters while it is stopped: no overlap at all, not even one
+    // the lost rules would excuse.
+    assert!(
+        report.findings.is_empty(),
+        "a holder on the waiters' own host lost its lock to a peer: {:?}",
+        report.findings
+    );
 }

@@ -1,5 +1,9 @@
 //! Clock skew (within `max_clock_skew`, beyond it, and with the wall-clock
 //! rule off) and liveness after crashes.
+//!
+//! The skew campaigns put every contender on a host of its own: clocks
+//! differ between hosts, and on one host a holder's kernel lock proves it
+//! alive whatever the clocks say, which would hide what skew does.
 
 mod support;
 
@@ -27,6 +31,7 @@ fn clean(config: SimConfig, seeds: u64) -> heldlock_sim::campaign::CampaignRepor
 fn skew_within_max_clock_skew_keeps_exclusion() {
     let config = SimConfig {
         skew: Skew::Within,
+        hosts: 3,
         faults: Faults {
             clock: true,
             pause: true,
@@ -44,6 +49,7 @@ fn skew_within_max_clock_skew_keeps_exclusion() {
 fn skew_is_harmless_with_the_wall_clock_rule_off() {
     let config = SimConfig {
         skew: Skew::RuleOff,
+        hosts: 3,
         faults: Faults {
             clock: true,
             pause: true,
@@ -61,6 +67,7 @@ fn skew_is_harmless_with_the_wall_clock_rule_off() {
 fn skew_beyond_max_clock_skew_with_the_wall_clock_rule_on_is_caught() {
     let config = SimConfig {
         skew: Skew::Beyond,
+        hosts: 3,
         faults: Faults::NONE,
         ..SimConfig::default()
     };

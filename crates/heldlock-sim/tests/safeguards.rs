@@ -34,9 +34,11 @@ fn detects(name: &str, config: SimConfig, limit: u64, expected: &[Invariant]) {
 #[test]
 fn without_the_release_precheck_a_releaser_that_lost_its_lock_moves_the_new_one() {
     // Needs a holder that lost its lock (a long pause) releasing while a
-    // third contender polls: many contenders, many long pauses.
+    // third contender polls: many contenders, many long pauses, and other
+    // hosts (on its own host, a paused holder's kernel lock keeps it).
     let config = SimConfig {
         contenders: 6,
+        hosts: 6,
         faults: Faults {
             long_pause: true,
             ..Faults::NONE

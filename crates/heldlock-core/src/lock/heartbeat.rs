@@ -45,9 +45,13 @@ impl Heartbeat {
         self.last_stamp + self.timing.stale
     }
 
-    /// How long until the first beat.
-    pub fn first(&self) -> Duration {
-        self.timing.heartbeat
+    /// How long, from `now`, until the first beat: `heartbeat` after the
+    /// stamp the lock was created with. A create that took long (a slow
+    /// file system, a process paused half-way) has used part of that time
+    /// already; counting from its return instead would leave the lock
+    /// unrefreshed for up to the create's length plus a heartbeat.
+    pub fn first(&self, now: Instant) -> Duration {
+        (self.last_stamp + self.timing.heartbeat).saturating_duration_since(now)
     }
 
     /// The next step after a refresh that started at `started` (just before
@@ -57,8 +61,10 @@ impl Heartbeat {
     pub fn after(&mut self, result: Option<Refreshed>, started: Instant, now: Instant) -> Beat {
         match result {
             Some(Refreshed::Refreshed) => {
+                // Beats are `heartbeat` apart from stamp to stamp, however
+                // long the refresh itself took.
                 self.last_stamp = started;
-                Beat::Again(self.timing.heartbeat)
+                Beat::Again((started + self.timing.heartbeat).saturating_duration_since(now))
             }
             Some(Refreshed::Lost) => Beat::Lost,
             None => {
@@ -70,5 +76,48 @@ impl Heartbeat {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Beat, Heartbeat};
+    use crate::{LockOptions, Refreshed};
+
+    fn timing() -> crate::Timing {
+        // stale 3 s, heartbeat 1 s.
+        match LockOptions::new(Duration::from_secs(3)).validate() {
+            Ok(timing) => timing,
+            Err(error) => panic!("valid options: {error}"),
+        }
+    }
+
+    #[test]
+    fn the_first_beat_is_a_heartbeat_after_the_stamp_not_after_the_create() {
+        let t = timing();
+        let stamped = Instant::now();
+        let hb = Heartbeat::new(t, stamped);
+        // The create returned 400 ms after its stamp: 600 ms are left.
+        let returned = stamped + Duration::from_millis(400);
+        assert_eq!(hb.first(returned), t.heartbeat - Duration::from_millis(400));
+        // A create that took longer than a heartbeat beats at once.
+        assert_eq!(hb.first(stamped + t.heartbeat * 2), Duration::ZERO);
+    }
+
+    #[test]
+    fn beats_are_a_heartbeat_apart_from_stamp_to_stamp() {
+        let t = timing();
+        let start = Instant::now();
+        let mut hb = Heartbeat::new(t, start);
+        let started = start + t.heartbeat;
+        // The refresh took 300 ms: the next beat is 700 ms after it returned.
+        let returned = started + Duration::from_millis(300);
+        assert_eq!(
+            hb.after(Some(Refreshed::Refreshed), started, returned),
+            Beat::Again(t.heartbeat - Duration::from_millis(300))
+        );
+        assert_eq!(hb.expiry(), started + t.stale);
     }
 }

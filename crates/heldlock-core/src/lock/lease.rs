@@ -377,7 +377,7 @@ impl Lease {
     /// race can interrupt, is covered by `lost()`'s own timer.)
     async fn heartbeat(&self) {
         let mut policy = Heartbeat::new(self.timing, self.stamped);
-        let mut wait = policy.first();
+        let mut wait = policy.first(self.runtime.instant());
         loop {
             let until_expiry = policy
                 .expiry()

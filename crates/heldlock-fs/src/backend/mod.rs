@@ -226,6 +226,21 @@ impl<V: Vfs> FsBackend<V> {
         self
     }
 
+    /// The settings [`FileLock`](crate::FileLock) gives the backend of a
+    /// lock with `timing`: trash abandoned by a process killed mid-step is
+    /// swept once older than `stale`
+    /// ([`sweep_trash_older_than`](Self::sweep_trash_older_than)), and a
+    /// break marker expires once older than the longest a lock of ours may
+    /// look fresh to a peer, `stale + max_clock_skew`
+    /// ([`expire_break_markers_after`](Self::expire_break_markers_after)).
+    /// The simulator builds its backends with it, so that it checks what
+    /// `FileLock` ships.
+    #[must_use]
+    pub fn with_lock_timing(self, timing: &heldlock_core::Timing) -> Self {
+        self.sweep_trash_older_than(timing.stale)
+            .expire_break_markers_after(timing.stale.saturating_add(timing.max_clock_skew))
+    }
+
     /// Whether a holder takes an exclusive kernel lock (`flock`) on its lock
     /// file, and a waiter probes it as proof of life (default `true`; see
     /// `docs/protocol.md`, "Proof of life"). `FileLock` turns it off on a

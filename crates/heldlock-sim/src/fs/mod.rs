@@ -10,11 +10,13 @@
 pub(crate) mod errno;
 pub(crate) mod tree;
 
+use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use heldlock_fs::{Meta, Vfs, VfsFile};
@@ -52,11 +54,17 @@ pub enum OpKind {
     SetMtime,
     /// `fsync`.
     Sync,
+    /// `readdir` of a whole directory.
+    ListDir,
+    /// `renameat2(RENAME_EXCHANGE)`.
+    Exchange,
+    /// `flock`.
+    Flock,
 }
 
 impl OpKind {
     /// Every operation, in order.
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 15] = [
         OpKind::CreateDirAll,
         OpKind::CreateNew,
         OpKind::OpenRead,
@@ -69,6 +77,9 @@ impl OpKind {
         OpKind::Fstat,
         OpKind::SetMtime,
         OpKind::Sync,
+        OpKind::ListDir,
+        OpKind::Exchange,
+        OpKind::Flock,
     ];
 
     /// The system call's name.
@@ -86,6 +97,9 @@ impl OpKind {
             OpKind::Fstat => "fstat",
             OpKind::SetMtime => "futimens",
             OpKind::Sync => "fsync",
+            OpKind::ListDir => "readdir",
+            OpKind::Exchange => "exchange",
+            OpKind::Flock => "flock",
         }
     }
 }
@@ -110,10 +124,30 @@ impl fmt::Debug for SimFs {
 }
 
 /// An open descriptor of [`SimFs`]: it names its inode whatever happens to
-/// the path it was opened by.
+/// the path it was opened by. Closing it (dropping it) lets go of the
+/// `flock` taken through it.
 pub struct SimFile {
     world: Arc<World>,
     ino: u64,
+    /// Whether it is still open, for the `flock` taken through it (a drop
+    /// may happen with the world locked, so it only clears this flag).
+    open: Arc<AtomicBool>,
+}
+
+impl SimFile {
+    fn opened(world: Arc<World>, ino: u64) -> Self {
+        SimFile {
+            world,
+            ino,
+            open: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        self.open.store(false, Ordering::Relaxed);
+    }
 }
 
 impl SimFile {
@@ -191,21 +225,28 @@ impl Vfs for SimFs {
                 let r = shown(&result, |ino| format!("ino {ino}"));
                 st.note(&format!("create_new({p}) = {r}"));
             }
-            result.map(|ino| SimFile { world, ino })
+            result.map(|ino| SimFile::opened(world, ino))
         })
     }
 
     fn open_read(&self, path: &Path) -> impl Future<Output = io::Result<SimFile>> + Send {
         let world = Arc::clone(&self.world);
         op(&self.world, OpKind::OpenRead, move |st| {
-            let result = st.tree.open(path);
+            let actor = st.actor();
+            let result = st.tree.open(path).and_then(|ino| {
+                if st.can_read(ino, actor) {
+                    Ok(ino)
+                } else {
+                    Err(Errno::EACCES)
+                }
+            });
             st.seen_lookup(path, &result);
             if st.trace.enabled() {
                 let p = st.trace_path(path);
                 let r = shown(&result, |ino| st.describe(*ino));
                 st.note(&format!("open_read({p}) = {r}"));
             }
-            result.map(|ino| SimFile { world, ino })
+            result.map(|ino| SimFile::opened(world, ino))
         })
     }
 
@@ -218,7 +259,9 @@ impl Vfs for SimFs {
                 let r = shown(&ino, |ino| st.describe(*ino));
                 st.note(&format!("lstat({p}) = {r}"));
             }
+            let dev = st.dev_seen_by(st.actor());
             ino.and_then(|ino| st.tree.meta(ino))
+                .map(|meta| Meta { dev, ..meta })
         })
     }
 
@@ -268,6 +311,38 @@ impl Vfs for SimFs {
             result.map(|_| ())
         })
     }
+
+    fn exchange(&self, a: &Path, b: &Path) -> impl Future<Output = io::Result<()>> + Send {
+        op(&self.world, OpKind::Exchange, move |st| {
+            let result = st.tree.exchange(a, b);
+            if st.trace.enabled() {
+                let (pa, pb) = (st.trace_path(a), st.trace_path(b));
+                let r = shown(&result, |(at_a, at_b)| {
+                    format!("ok, ino {at_a} and ino {at_b}")
+                });
+                st.note(&format!("exchange({pa} <-> {pb}) = {r}"));
+            }
+            st.seen_exchange(a, b, &result);
+            if result.is_ok() {
+                st.obs.bump("marker.exchange");
+            }
+            result.map(|_| ())
+        })
+    }
+
+    fn list_dir(&self, dir: &Path) -> impl Future<Output = io::Result<Vec<OsString>>> + Send {
+        op(&self.world, OpKind::ListDir, move |st| {
+            let ino = st.tree.lookup(dir)?;
+            st.tree.meta(ino)?;
+            let names: Vec<OsString> = st.tree.list(dir).into_iter().map(|(n, _)| n).collect();
+            st.obs.bump("sweep.readdir");
+            if st.trace.enabled() {
+                let p = st.trace_path(dir);
+                st.note(&format!("readdir({p}) = {} names", names.len()));
+            }
+            Ok(names)
+        })
+    }
 }
 
 impl VfsFile for SimFile {
@@ -302,7 +377,8 @@ impl VfsFile for SimFile {
     fn fstat(&self) -> impl Future<Output = io::Result<Meta>> + Send {
         let ino = self.ino;
         op(&self.world, OpKind::Fstat, move |st| {
-            let result = st.tree.meta(ino);
+            let dev = st.dev_seen_by(st.actor());
+            let result = st.tree.meta(ino).map(|meta| Meta { dev, ..meta });
             if st.trace.enabled() {
                 let r = shown(&result, |m| st.show_mtime(m.mtime));
                 st.note(&format!("fstat(ino {ino}) = mtime {r}"));
@@ -330,6 +406,47 @@ impl VfsFile for SimFile {
             let result = st.tree.meta(ino).map(|_| ());
             st.note(&format!("fsync(ino {ino})"));
             result
+        })
+    }
+
+    fn lock_exclusive(&self) -> impl Future<Output = io::Result<bool>> + Send {
+        let (ino, open) = (self.ino, Arc::clone(&self.open));
+        op(&self.world, OpKind::Flock, move |st| {
+            let Actor::Contender(c) = st.actor() else {
+                return Ok(false);
+            };
+            let taken = st.flock(ino, &open, c);
+            if st.trace.enabled() {
+                st.note(&format!("flock(ino {ino}, LOCK_EX | LOCK_NB) = {taken}"));
+            }
+            Ok(taken)
+        })
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        let mut st = self.world.lock();
+        st.funlock(&self.open);
+        if st.trace.enabled() {
+            let ino = self.ino;
+            st.note(&format!("flock(ino {ino}, LOCK_UN)"));
+        }
+        Ok(())
+    }
+
+    fn kernel_held(&self) -> impl Future<Output = io::Result<bool>> + Send {
+        let (ino, open) = (self.ino, Arc::clone(&self.open));
+        op(&self.world, OpKind::Flock, move |st| {
+            let host = st.host_of_actor(st.actor());
+            let held = st.flock_held(ino, host, Some(&open));
+            if held {
+                st.obs.bump("flock.held");
+            }
+            if st.trace.enabled() {
+                st.note(&format!(
+                    "flock(ino {ino}, LOCK_SH | LOCK_NB) finds it held: {held}"
+                ));
+            }
+            Ok(held)
         })
     }
 }

@@ -294,6 +294,18 @@ impl Tree {
         Ok((moved, replaced))
     }
 
+    /// `renameat2(a, b, RENAME_EXCHANGE)`: swaps the inodes two existing
+    /// names refer to, atomically. Returns the inodes now at `a` and `b`.
+    pub(crate) fn exchange(&mut self, a: &Path, b: &Path) -> Result<(u64, u64), Errno> {
+        let (a_dir, a_name) = self.parent(a)?;
+        let (b_dir, b_name) = self.parent(b)?;
+        let at_a = *self.entries(a_dir)?.get(a_name).ok_or(Errno::ENOENT)?;
+        let at_b = *self.entries(b_dir)?.get(b_name).ok_or(Errno::ENOENT)?;
+        self.entries_mut(a_dir)?.insert(a_name.to_owned(), at_b);
+        self.entries_mut(b_dir)?.insert(b_name.to_owned(), at_a);
+        Ok((at_b, at_a))
+    }
+
     /// `link(from, to)` (not following a symbolic link at `from`): never
     /// replaces anything.
     pub(crate) fn link(&mut self, from: &Path, to: &Path) -> Result<u64, Errno> {

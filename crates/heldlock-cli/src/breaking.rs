@@ -5,14 +5,57 @@
 
 use std::time::SystemTime;
 
-use heldlock::backend::{Broke, FsBackend};
-use heldlock::{Inspection, LockBackend};
+use heldlock::backend::{Broke, FsBackend, Observed};
+use heldlock::{BackendError, Inspection, LockBackend};
 
-use crate::cli::{self, BreakArgs};
+use crate::cli::BreakArgs;
 use crate::duration::show;
 use crate::exit::{self, CliError};
 use crate::holder::View;
 use crate::json;
+use crate::target::{self, Target};
+
+/// The backend a `break` works through (one per run: its size matters
+/// not).
+#[allow(clippy::large_enum_variant)]
+enum Breaker {
+    File(FsBackend),
+    #[cfg(feature = "etcd")]
+    Etcd(heldlock::etcd::EtcdBackend),
+}
+
+impl Breaker {
+    /// One look: with `force`, a file backend reports whatever stands at
+    /// the path (a non-lock too).
+    async fn look(&self, force: bool) -> Result<Inspection, BackendError> {
+        match self {
+            Breaker::File(backend) if force => backend.inspect_anything().await,
+            Breaker::File(backend) => backend.inspect().await,
+            #[cfg(feature = "etcd")]
+            Breaker::Etcd(backend) => backend.inspect().await,
+        }
+    }
+
+    /// Removes `observed` if it is still exactly what is there (on etcd:
+    /// the key with the observed create and mod revisions).
+    async fn break_it(&self, observed: &Observed, force: bool) -> Result<Broke, BackendError> {
+        match self {
+            Breaker::File(backend) if force => backend.break_anything(observed).await,
+            Breaker::File(backend) => backend.break_if_unchanged(observed).await,
+            #[cfg(feature = "etcd")]
+            Breaker::Etcd(backend) => backend.break_if_unchanged(observed).await,
+        }
+    }
+
+    /// Whether it is an etcd lock.
+    fn leased(&self) -> bool {
+        match self {
+            Breaker::File(_) => false,
+            #[cfg(feature = "etcd")]
+            Breaker::Etcd(_) => true,
+        }
+    }
+}
 
 /// How a `break` ended, short of an error.
 struct Outcome {
@@ -64,18 +107,20 @@ pub(crate) async fn break_lock(args: BreakArgs) -> Result<u8, CliError> {
 /// Inspects, judges and breaks; prints text unless `--json`.
 async fn break_it(args: &BreakArgs, shown: &str) -> Result<Outcome, CliError> {
     let text = !args.json;
-    let path = cli::lock_path(&args.lock)?;
-    let backend = FsBackend::new(&path).map_err(|error| CliError::Usage(error.to_string()))?;
+    let backend = match target::parse(&args.lock)? {
+        Target::File(path) => Breaker::File(
+            FsBackend::new(&path).map_err(|error| CliError::Usage(error.to_string()))?,
+        ),
+        #[cfg(feature = "etcd")]
+        Target::Etcd(etcd) => Breaker::Etcd(crate::etcd::backend(&etcd, &args.etcd, shown).await?),
+    };
     // Without --force, only a lock is ever broken: anything else at the
     // path is refused by `inspect` with what it is.
-    let looked = if args.force {
-        backend.inspect_anything().await
-    } else {
-        backend.inspect().await
-    };
+    let looked = backend.look(args.force).await;
     let observed = match looked {
         Ok(Inspection::Present(observed)) => observed,
-        Ok(Inspection::Absent) => {
+        // Absent (or a state this version does not know): nothing to break.
+        Ok(_) => {
             if text {
                 outln!("{shown}: already free");
             }
@@ -87,9 +132,21 @@ async fn break_it(args: &BreakArgs, shown: &str) -> Result<Outcome, CliError> {
         }
         Err(error) => return Err(CliError::Query(error.into())),
     };
-    let view = View::new(&observed, SystemTime::now());
+    let view = View::new(&observed, SystemTime::now()).leased(backend.leased());
     let held_for = view.held_for(args.stale);
     if !view.is_stale(args.stale) {
+        if !args.force && view.leased {
+            errln!(
+                "heldlock: refused to break {shown}: {} holds it under a live etcd lease \
+                 (etcd removes it once its holder stops renewing); use --force to delete it now",
+                view.who()
+            );
+            return Ok(Outcome {
+                result: "refused",
+                view: Some(view),
+                code: exit::FAILURE,
+            });
+        }
         if !args.force {
             errln!(
                 "heldlock: refused to break {shown}: it is fresh, held by {held_for}; \
@@ -110,17 +167,13 @@ async fn break_it(args: &BreakArgs, shown: &str) -> Result<Outcome, CliError> {
             );
         }
     }
-    if !observed.breakable && text {
+    if !observed.breakable && !view.leased && text {
         outln!(
             "{shown}: removing something that heldlock cannot tell from a lock (--force): {}",
             view.who()
         );
     }
-    let broke = if args.force {
-        backend.break_anything(&observed).await
-    } else {
-        backend.break_if_unchanged(&observed).await
-    };
+    let broke = backend.break_it(&observed, args.force).await;
     let (result, code) = match broke {
         Ok(Broke::Broken) => {
             if text {
@@ -138,7 +191,8 @@ async fn break_it(args: &BreakArgs, shown: &str) -> Result<Outcome, CliError> {
             }
             ("free", exit::SUCCESS)
         }
-        Ok(Broke::Changed) => {
+        // Changed (or an answer this version does not know): not broken.
+        Ok(_) => {
             errln!(
                 "heldlock: did not break {shown}: it changed since it was inspected \
                  (refreshed, rewritten or replaced); run the command again to judge it anew"

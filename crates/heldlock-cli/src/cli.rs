@@ -30,6 +30,10 @@ use crate::json;
         without -w it waits until it gets the lock.\n\n\
         Durations are human: 500ms, 30s, 2m; `run -w` also takes a bare number of seconds as \
         flock does (5, 0.5).\n\n\
+        Logs go to stderr, never stdout: by default warnings only (a stale lock broken, a lock \
+        lost); -v adds what heldlock does (acquired, released), -vv the lock library's steps, \
+        -vvv everything. RUST_LOG directives (e.g. RUST_LOG=heldlock_fs=debug, or off) apply on \
+        top and win where they apply.\n\n\
         Exit codes:\n  \
         run:    the command's status (128+N if it was killed by signal N); 75 (or -E N) the \
         lock is busy; 126/127 the command could not be started / was not found; 1 an error \
@@ -44,6 +48,12 @@ pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
+
+    /// Log more on stderr: -v what heldlock does (acquired, released), -vv the lock library's
+    /// steps, -vvv everything [default: warnings only, such as a stale lock broken]. RUST_LOG
+    /// directives apply on top.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
 }
 
 /// The subcommands.
@@ -71,8 +81,19 @@ pub(crate) enum Command {
         and the kernel lock held on it, as with flock(1): if heldlock itself is killed, \
         contenders on this host keep waiting while any process of the command runs (contenders \
         on other hosts see only the heartbeat, which stops with heldlock). The command sees \
-        HELDLOCK_PATH (the absolute lock path) and HELDLOCK_OWNER (the owner id in the lock \
-        file; unset when running unlocked).\n\n\
+        HELDLOCK_PATH (the absolute lock path; for an etcd lock, the lock as given), \
+        HELDLOCK_OWNER (the owner id in the lock; unset when running unlocked) and \
+        HELDLOCK_TOKEN (the grant's fencing token, a decimal number greater than every earlier \
+        grant's: the key's create revision on etcd; unset for a lock file, which has no \
+        token, and when running unlocked).\n\n\
+        An etcd lock (etcd://HOST:PORT[,HOST:PORT...]/NAME; a build with the `etcd` feature) \
+        is the key NAME, held under an etcd lease whose TTL is --stale (at least etcd's \
+        minimum, about 2 s): a holder that dies loses it when etcd ends the lease, and no \
+        contender ever breaks it. --mkdir does not apply, and the command inherits no kernel \
+        lock: if heldlock is killed, the lease lapses after its TTL even while the command \
+        runs. Credentials: --etcd-user (or HELDLOCK_ETCD_USER) and the password in \
+        HELDLOCK_ETCD_PASSWORD. etcd unreachable, or refusing the credentials, is an error \
+        (exit 1; with --best-effort, a warning and an unlocked run).\n\n\
         If the lock is lost while the command runs (a peer judged it stale and broke it), \
         heldlock warns on stderr but does not stop the command: killing it half-way could do \
         more harm than finishing, and only the command knows how to stop safely.\n\n\
@@ -85,7 +106,8 @@ pub(crate) enum Command {
         by -E, when the lock is busy (held by someone else for all of the wait, or at once with \
         -n); 127 the command was not found, 126 it could not be started; 1 an error that \
         waiting would not cure (a missing or unusable directory, something other than a lock at \
-        the lock path, an I/O failure); 64 bad input; 128+N a signal N ended the wait."
+        the lock path, an I/O failure, etcd unreachable or refusing); 64 bad input; 128+N a \
+        signal N ended the wait."
     )]
     #[command(
         override_usage = "heldlock run [OPTIONS] <LOCK> -- <COMMAND> [ARGS]...\n       \
@@ -95,7 +117,8 @@ pub(crate) enum Command {
     /// Show whether the lock is free or who holds it (exit 0 free, 1 held, 2 error).
     #[command(
         long_about = "Show whether the lock is free or who holds it: pid, owner, host, when it \
-        was taken, how long since its last refresh, and whether it is stale by --stale.\n\n\
+        was taken, how long since its last refresh, and whether it is stale by --stale (an \
+        etcd lock never is: etcd removes it when its holder's lease ends).\n\n\
         With --json, exactly one JSON object is printed on stdout in every outcome, errors \
         included (then `state` is \"error\" and `error` says why); its keys are the same \
         whatever the state, absent values being null (see docs/cli.md).\n\n\
@@ -111,6 +134,9 @@ pub(crate) enum Command {
         printing whose it was; its holder finds the lock lost at its next heartbeat. A file \
         that is not a lock (a data file, a symbolic link, ...) is refused unless --force is \
         given, which removes it (a link itself, never its target).\n\n\
+        An etcd lock is never stale (etcd removes it when its holder's lease ends, so a key \
+        that is there has a live lease): break refuses it unless --force, which deletes the key \
+        if it is still the one inspected.\n\n\
         With --json, exactly one JSON object is printed on stdout in every outcome, errors \
         included (see docs/cli.md).\n\n\
         Exit codes: 0 the lock was broken or was already free; 1 refused (fresh, without \
@@ -187,9 +213,13 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) best_effort: bool,
 
-    /// The lock file (its directory must exist, or pass --mkdir).
+    /// The lock file (its directory must exist, or pass --mkdir), or an etcd lock:
+    /// etcd://HOST:PORT[,HOST:PORT...]/NAME.
     #[arg(value_name = "LOCK", value_parser = clap::value_parser!(OsString))]
     pub(crate) lock: OsString,
+
+    #[command(flatten)]
+    pub(crate) etcd: EtcdArgs,
 
     /// The command to run and its arguments (after `--`), unless -c is given.
     #[arg(
@@ -206,9 +236,12 @@ pub(crate) struct RunArgs {
 /// `heldlock status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The lock file.
+    /// The lock file, or an etcd lock: etcd://HOST:PORT[,HOST:PORT...]/NAME.
     #[arg(value_name = "LOCK", value_parser = clap::value_parser!(OsString))]
     pub(crate) lock: OsString,
+
+    #[command(flatten)]
+    pub(crate) etcd: EtcdArgs,
 
     /// Print one JSON object instead of text, in every outcome (see docs/cli.md).
     #[arg(long)]
@@ -222,9 +255,12 @@ pub(crate) struct StatusArgs {
 /// `heldlock break`.
 #[derive(Debug, Args)]
 pub(crate) struct BreakArgs {
-    /// The lock file.
+    /// The lock file, or an etcd lock: etcd://HOST:PORT[,HOST:PORT...]/NAME.
     #[arg(value_name = "LOCK", value_parser = clap::value_parser!(OsString))]
     pub(crate) lock: OsString,
+
+    #[command(flatten)]
+    pub(crate) etcd: EtcdArgs,
 
     /// Break only a lock not refreshed for this long.
     #[arg(long, value_name = "D", default_value = "30s", value_parser = duration::parse_positive)]
@@ -238,6 +274,15 @@ pub(crate) struct BreakArgs {
     /// Print one JSON object instead of text, in every outcome (see docs/cli.md).
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// How to reach an etcd lock (`etcd://...`); ignored for a lock file.
+#[derive(Debug, Args)]
+pub(crate) struct EtcdArgs {
+    /// The etcd user for an etcd lock; its password is read from HELDLOCK_ETCD_PASSWORD
+    /// (never from the command line).
+    #[arg(long, value_name = "USER", env = "HELDLOCK_ETCD_USER")]
+    pub(crate) etcd_user: Option<String>,
 }
 
 /// Checks a lock path given on the command line: an empty one is bad input.

@@ -3,8 +3,8 @@
 //! | code | meaning |
 //! | --- | --- |
 //! | 0 | success (`run`: the command exited 0; `status`: free; `break`: broken or already free) |
-//! | 1 | `status`: held; `break`: refused (fresh) or the lock changed meanwhile; `run`: an error that waiting would not cure (a missing or unusable directory, a directory or a non-lock at the lock path, an I/O failure) |
-//! | 2 | `status`, `break`: an error (the lock could not be inspected or removed, or what stands at the lock path is not a lock) |
+//! | 1 | `status`: held; `break`: refused (fresh) or the lock changed meanwhile; `run`: an error that waiting would not cure (a missing or unusable directory, a directory or a non-lock at the lock path, an I/O failure, an etcd lock's cluster unreachable or refusing) |
+//! | 2 | `status`, `break`: an error (the lock could not be inspected or removed, or what stands at the lock path is not a lock, or an etcd lock's cluster is unreachable or refusing) |
 //! | 64 | bad input (`EX_USAGE`): a bad duration or option, a missing command, an empty lock path, `--heartbeat` not below `--stale` |
 //! | 75 | `run`: the lock could not be had (`EX_TEMPFAIL`; `-E N` changes it to N): held by someone else for all of `--wait`, or at once with `--no-wait`; also (always 75) a contention-like I/O failure (busy, would block) |
 //! | 126, 127 | `run`: the command could not be started (127: not found, 126: any other reason), as `env` and `timeout` do |
@@ -68,6 +68,16 @@ pub(crate) enum CliError {
         /// Why it could not be started.
         source: io::Error,
     },
+    /// An etcd lock's cluster could not be reached, or refused us: exit
+    /// `code` (1 for `run`, 2 for `status` and `break`). The message names
+    /// the lock and says what to check.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    Remote {
+        /// One line.
+        message: String,
+        /// The exit code.
+        code: u8,
+    },
     /// Some other I/O failure of heldlock itself (signal handlers, the
     /// runtime, waiting for the command): exit 1.
     Io {
@@ -93,6 +103,7 @@ impl CliError {
             CliError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => NOT_FOUND,
             CliError::Spawn { .. } => CANNOT_EXECUTE,
             CliError::Io { .. } => FAILURE,
+            CliError::Remote { code, .. } => *code,
         }
     }
 
@@ -132,7 +143,8 @@ impl fmt::Display for CliError {
         match self {
             CliError::Usage(message)
             | CliError::Busy { message, .. }
-            | CliError::Directory(message) => f.write_str(message),
+            | CliError::Directory(message)
+            | CliError::Remote { message, .. } => f.write_str(message),
             CliError::Lock(error) | CliError::Query(error) => write!(f, "{error}"),
             CliError::Spawn { program, source } => {
                 write!(f, "cannot run {program:?}: {source}")

@@ -69,6 +69,9 @@ pub(crate) struct View {
     pub(crate) holder_dead: bool,
     /// When the lock was looked at, by this host's clock.
     pub(crate) seen_at: SystemTime,
+    /// Whether it is an etcd lock: held under a lease that etcd ends, so
+    /// never stale to a contender (nor `breakable`).
+    pub(crate) leased: bool,
 }
 
 impl View {
@@ -81,6 +84,7 @@ impl View {
         let (record, summary) = match &observed.holder {
             Holder::Record(record) => (Some(record.clone()), None),
             Holder::Foreign { summary } => (None, Some(summary.clone())),
+            other => (None, Some(other.to_string())),
         };
         let host = LocalHost::new();
         let kernel_held = observed.kernel_held
@@ -103,7 +107,14 @@ impl View {
             breakable: observed.breakable,
             holder_dead,
             seen_at: now,
+            leased: false,
         }
+    }
+
+    /// This view, of an etcd lock.
+    pub(crate) fn leased(mut self, leased: bool) -> Self {
+        self.leased = leased;
+        self
     }
 
     /// The age after which the lock is stale for a contender whose own is
@@ -175,7 +186,9 @@ impl View {
             .map(|ago| format!("taken {} ago, ", show(ago)))
             .unwrap_or_default();
         let stale = self.stale_after(stale);
-        let judgement = if self.kernel_held {
+        let judgement = if self.leased {
+            "held under an etcd lease: etcd frees it once its holder stops renewing".to_owned()
+        } else if self.kernel_held {
             "held by a live process on this host: never stale while it runs".to_owned()
         } else if !self.breakable {
             "unreadable: never broken by heldlock".to_owned()

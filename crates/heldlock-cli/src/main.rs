@@ -7,11 +7,17 @@
 //! heldlock break <LOCK> [--stale D] [--force] [--json]
 //! ```
 //!
-//! One module per idea: [`cli`] (arguments), [`duration`] (human
+//! Every command takes `-v` (repeatable) for more log lines on stderr, and
+//! honours `RUST_LOG`; see [`logs`].
+//!
+//! One module per idea: [`cli`] (arguments), [`target`] (what LOCK
+//! names: a file, or an etcd key with the `etcd` feature, whose connecting
+//! is `etcd`), [`duration`] (human
 //! durations), [`exit`] (exit codes and errors), [`run`], [`directory`]
 //! (the lock's directory, `--mkdir`), [`waiting`] (acquiring with a
 //! spinner), [`signals`] (forwarding), [`status`], [`breaking`], [`json`]
-//! (what `--json` prints), [`holder`] (describing a lock's holder).
+//! (what `--json` prints), [`holder`] (describing a lock's holder), [`logs`]
+//! (the log lines on stderr: `-v`, `RUST_LOG`).
 //!
 //! Exit codes are listed in [`exit`]. Choices worth knowing:
 //!
@@ -50,12 +56,16 @@ mod breaking;
 mod cli;
 mod directory;
 mod duration;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod exit;
 mod holder;
 mod json;
+mod logs;
 mod run;
 mod signals;
 mod status;
+mod target;
 mod waiting;
 
 use std::process::ExitCode;
@@ -68,6 +78,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return ExitCode::from(code),
     };
+    logs::install(cli.verbose);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

@@ -5,11 +5,12 @@ use std::time::SystemTime;
 use heldlock::backend::FsBackend;
 use heldlock::{Inspection, LockBackend};
 
-use crate::cli::{self, StatusArgs};
+use crate::cli::StatusArgs;
 use crate::duration::{show, timestamp};
 use crate::exit::{self, CliError};
 use crate::holder::View;
 use crate::json;
+use crate::target::{self, Target};
 
 /// Runs `heldlock status`; returns 0 when the lock is free, 1 when held.
 /// With `--json`, prints one JSON object in every outcome, errors included.
@@ -54,15 +55,26 @@ pub(crate) async fn status(args: StatusArgs) -> Result<u8, CliError> {
 
 /// One look at the lock: `None` when it is free.
 async fn inspect(args: &StatusArgs) -> Result<Option<View>, CliError> {
-    let path = cli::lock_path(&args.lock)?;
-    let backend = FsBackend::new(&path).map_err(|error| CliError::Usage(error.to_string()))?;
-    let inspection = backend
-        .inspect()
-        .await
-        .map_err(|error| CliError::Query(error.into()))?;
+    let (inspection, leased) = match target::parse(&args.lock)? {
+        Target::File(path) => {
+            let backend =
+                FsBackend::new(&path).map_err(|error| CliError::Usage(error.to_string()))?;
+            (backend.inspect().await, false)
+        }
+        #[cfg(feature = "etcd")]
+        Target::Etcd(etcd) => {
+            let shown = args.lock.to_string_lossy();
+            let backend = crate::etcd::backend(&etcd, &args.etcd, &shown).await?;
+            (backend.inspect().await, true)
+        }
+    };
+    let inspection = inspection.map_err(|error| CliError::Query(error.into()))?;
     Ok(match inspection {
-        Inspection::Present(observed) => Some(View::new(&observed, SystemTime::now())),
-        Inspection::Absent => None,
+        Inspection::Present(observed) => {
+            Some(View::new(&observed, SystemTime::now()).leased(leased))
+        }
+        // Absent (or a state this version does not know).
+        _ => None,
     })
 }
 
@@ -90,7 +102,9 @@ fn print_text(shown: &str, view: &View, args: &StatusArgs) {
     };
     outln!("  age:    {age}");
     let stale_after = view.stale_after(args.stale);
-    let stale = if view.kernel_held {
+    let stale = if view.leased {
+        "no (held under an etcd lease: etcd frees it once its holder stops renewing)".to_owned()
+    } else if view.kernel_held {
         "no (a live process on this host holds its kernel lock: the holder, \
          or a command that outlived it)"
             .to_owned()

@@ -2,11 +2,10 @@
 //! a terminal, a spinner that shows who holds the lock and for how long.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::pin::pin;
 use std::time::{Duration, SystemTime};
 
-use heldlock::{FileLock, HeldLock, Inspection};
+use heldlock::{HeldLock, Inspection, Lock};
 use indicatif::{ProgressBar, ProgressStyle};
 use rustix::process::Signal;
 
@@ -38,10 +37,12 @@ pub(crate) enum Waited {
 /// What to wait for and how.
 #[derive(Debug)]
 pub(crate) struct Wait<'a> {
-    /// The lock.
-    pub(crate) lock: &'a FileLock,
-    /// The lock path as given, for messages.
-    pub(crate) shown: &'a Path,
+    /// The lock (a `FileLock`'s or an `EtcdLock`'s).
+    pub(crate) lock: &'a Lock,
+    /// The lock as given, for messages.
+    pub(crate) shown: &'a str,
+    /// Whether it is an etcd lock (see [`View::leased`]).
+    pub(crate) leased: bool,
     /// The stale option, for messages.
     pub(crate) stale: Duration,
     /// `None`: try once (`--no-wait`); else the longest wait.
@@ -93,7 +94,7 @@ async fn race(
             result = &mut acquire => break Ok(result),
             signal = signals.interruption() => break Err(signal),
             () = &mut appear, if on_terminal && spinner.is_none() => {
-                spinner = Some(Spinner::start(wait.shown, wait.stale));
+                spinner = Some(Spinner::start(wait.shown, wait.stale, wait.leased));
             }
             _ = ticks.tick(), if spinner.is_some() => {
                 if let Some(spinner) = &spinner {
@@ -116,10 +117,10 @@ async fn busy_message(
     last_seen: Option<&heldlock::Holder>,
     gave_up: &str,
 ) -> String {
-    let lock = wait.shown.display();
+    let lock = wait.shown;
     match wait.lock.inspect().await {
         Ok(Inspection::Present(observed)) => {
-            let view = View::new(&observed, SystemTime::now());
+            let view = View::new(&observed, SystemTime::now()).leased(wait.leased);
             format!(
                 "lock {lock} is held by {}; {gave_up}",
                 view.held_for(wait.stale)
@@ -140,37 +141,45 @@ struct Spinner {
     bar: ProgressBar,
     shown: String,
     stale: Duration,
+    leased: bool,
 }
 
 impl Spinner {
-    fn start(shown: &Path, stale: Duration) -> Self {
+    fn start(shown: &str, stale: Duration, leased: bool) -> Self {
         let bar = ProgressBar::new_spinner();
         if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
             bar.set_style(style);
         }
-        let shown = shown.display().to_string();
+        let shown = shown.to_owned();
         bar.set_message(format!("waiting for {shown}"));
         bar.enable_steady_tick(Duration::from_millis(100));
-        Spinner { bar, shown, stale }
+        crate::logs::spinner_shown(Some(&bar));
+        Spinner {
+            bar,
+            shown,
+            stale,
+            leased,
+        }
     }
 
     fn update(&self, inspection: Result<Inspection, heldlock::Error>) {
         let message = match inspection {
             Ok(Inspection::Present(observed)) => {
-                let view = View::new(&observed, SystemTime::now());
+                let view = View::new(&observed, SystemTime::now()).leased(self.leased);
                 format!(
                     "waiting for {}: held by {}",
                     self.shown,
                     view.held_for(self.stale)
                 )
             }
-            Ok(Inspection::Absent) => format!("waiting for {}: changing hands", self.shown),
+            Ok(_) => format!("waiting for {}: changing hands", self.shown),
             Err(_) => format!("waiting for {}", self.shown),
         };
         self.bar.set_message(message);
     }
 
     fn finish(self) {
+        crate::logs::spinner_shown(None);
         self.bar.finish_and_clear();
     }
 }

@@ -138,6 +138,13 @@ impl LockBackend for KvBackend {
             (Some(_), _) => Released::NotOurs,
         })
     }
+
+    /// The version that created our entry: every later create takes a
+    /// greater one, so it serves as the grant's fencing token
+    /// (`HeldLock::fencing_token`; see `examples/fencing.rs`).
+    fn fencing_token(&self, owner: &OwnerId) -> Option<u64> {
+        self.my_version(owner)
+    }
 }
 
 #[tokio::main]

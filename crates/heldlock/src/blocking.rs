@@ -304,6 +304,12 @@ impl HeldLock {
         self.inner.record()
     }
 
+    /// The grant's fencing token: always `None` for a lock file, which has
+    /// none it could guarantee (see [`crate::HeldLock::fencing_token`]).
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.inner.fencing_token()
+    }
+
     /// Our owner id.
     pub fn owner(&self) -> &OwnerId {
         self.inner.owner()
@@ -349,5 +355,10 @@ impl LockState {
     /// Whether ownership is known to be lost (always `true` when unlocked).
     pub fn is_lost(&self) -> bool {
         self.inner.is_lost()
+    }
+
+    /// As [`HeldLock::fencing_token`]: `None` for a lock file.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.inner.fencing_token()
     }
 }

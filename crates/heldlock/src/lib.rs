@@ -83,6 +83,7 @@
 //! | `tokio` | yes | `heldlock::tokio::FileLock`, and its short name `heldlock::FileLock` | tokio (needs a tokio runtime context) |
 //! | `smol` | no | `heldlock::smol::FileLock` | smol |
 //! | `async-std` | no | `heldlock::async_std::FileLock` | async-std (discontinued upstream; prefer smol) |
+//! | `etcd` | no | `heldlock::etcd::EtcdLock`: a lock on an etcd key, with a [fencing token](HeldLock::fencing_token) per grant (building it needs `protoc`) | tokio |
 //! | (always) | | [`blocking::FileLock`] | no runtime: the calling thread |
 //!
 //! `heldlock::FileLock` exists only with the `tokio` feature and is always
@@ -145,6 +146,42 @@ pub mod smol {
 #[cfg_attr(docsrs, doc(cfg(feature = "async-std")))]
 pub mod async_std {
     pub use heldlock_async_std::{AsyncStdRuntime, FileLock};
+}
+
+/// heldlock on etcd: a lock on one etcd key, on tokio.
+///
+/// An etcd lock is held under an etcd lease whose TTL is the lock's
+/// `stale`; a holder that dies loses it when etcd ends the lease, never by a
+/// contender's judgement. Every grant has a fencing token, the key's create
+/// revision ([`HeldLock::fencing_token`](crate::HeldLock::fencing_token)).
+/// See the `heldlock-etcd` crate for how each step maps onto etcd, and
+/// `examples/etcd.rs` (`cargo run -p heldlock --features etcd --example
+/// etcd -- http://127.0.0.1:2379`).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use heldlock::LockOptions;
+/// use heldlock::etcd::EtcdLock;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), heldlock::Error> {
+/// let lock = EtcdLock::connect(&["http://127.0.0.1:2379"], "locks/db", LockOptions::new(Duration::from_secs(10))).await?;
+/// let held = lock.acquire().await?;
+/// let token = held.fencing_token(); // Some(create revision)
+/// # let _ = token;
+/// held.release().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub mod etcd {
+    pub use heldlock_etcd::{
+        DEFAULT_REQUEST_TIMEOUT, DEFAULT_TTL, EtcdBackend, EtcdError, Holding, etcd_client,
+    };
+
+    /// A held lock on one etcd key, on tokio; see [`heldlock_etcd::EtcdLock`].
+    pub type EtcdLock = heldlock_etcd::EtcdLock<heldlock_tokio::TokioRuntime>;
 }
 
 /// Short name of [`tokio::FileLock`]: with the `tokio` feature only, and

@@ -13,10 +13,11 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 /// How often a condition is looked at again.
 pub const POLL: Duration = Duration::from_millis(10);
 
-/// The binary under test, with nothing on its standard input.
+/// The binary under test, with nothing on its standard input, and its log
+/// lines at their default level whatever `RUST_LOG` the tests run with.
 pub fn heldlock() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_heldlock"));
-    command.stdin(Stdio::null());
+    command.stdin(Stdio::null()).env_remove("RUST_LOG");
     command
 }
 

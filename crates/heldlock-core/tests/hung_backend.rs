@@ -198,7 +198,6 @@ fn acquire_times_out_at_max_wait_while_inspect_hangs() {
     let shared = MemoryBackend::new("inspect-hangs");
     let holder = lock_on(shared.clone(), &clock);
     let held = block_on(holder.acquire()).unwrap();
-    let _heartbeat = clock.take_spawned();
     let backend = Gated::new(&shared);
     backend.inspect.close();
     let inspect = Arc::clone(&backend.inspect);
@@ -213,6 +212,12 @@ fn acquire_times_out_at_max_wait_while_inspect_hangs() {
     );
     clock.advance(MAX_WAIT - MS);
     assert!(poll_once(acquiring.as_mut()).is_pending(), "not yet");
+    let heartbeat = clock.take_spawned();
+    assert_eq!(
+        heartbeat.len(),
+        1,
+        "the holder's, started at its first beat"
+    );
     clock.advance(MS);
     assert_timed_out_after(poll_once(acquiring.as_mut()), MAX_WAIT);
     // A look is dropped, not handed over: there is nothing to finish.
@@ -402,12 +407,15 @@ fn lost_fires_at_the_lease_end_while_the_heartbeat_refresh_hangs() {
     refresh.close();
     let lock = lock_on(backend, &clock);
     let held = block_on(lock.acquire()).unwrap();
-    let mut heartbeat = clock.take_spawned().pop().unwrap();
+    assert!(
+        clock.take_spawned().is_empty(),
+        "the heartbeat's task starts at its first beat"
+    );
     let mut lost = pin!(held.lost());
 
-    assert!(poll_once(heartbeat.as_mut()).is_pending());
     assert!(poll_once(lost.as_mut()).is_pending());
     clock.advance(HEARTBEAT);
+    let mut heartbeat = clock.take_spawned().pop().unwrap();
     assert!(poll_once(heartbeat.as_mut()).is_pending());
     assert_eq!(refresh.arrived(), 1, "the first beat's refresh hangs");
     clock.advance(STALE - HEARTBEAT - MS);
@@ -447,10 +455,13 @@ fn lost_does_not_fire_while_the_heartbeat_keeps_the_lease() {
     let clock = ManualClock::new();
     let lock = lock_on(MemoryBackend::new("healthy"), &clock);
     let held = block_on(lock.acquire()).unwrap();
-    let mut heartbeat = clock.take_spawned().pop().unwrap();
+    let mut heartbeat;
     {
         let mut lost = pin!(held.lost());
-        for _ in 0..(4 * STALE.as_millis() / HEARTBEAT.as_millis()) {
+        assert!(poll_once(lost.as_mut()).is_pending());
+        clock.advance(HEARTBEAT);
+        heartbeat = clock.take_spawned().pop().unwrap();
+        for _ in 1..(4 * STALE.as_millis() / HEARTBEAT.as_millis()) {
             assert!(poll_once(heartbeat.as_mut()).is_pending());
             assert!(poll_once(lost.as_mut()).is_pending());
             clock.advance(HEARTBEAT);
@@ -465,6 +476,28 @@ fn lost_does_not_fire_while_the_heartbeat_keeps_the_lease() {
         poll_once(heartbeat.as_mut()).is_ready(),
         "release stops the heartbeat"
     );
+}
+
+#[test]
+fn a_hold_shorter_than_a_heartbeat_starts_no_task() {
+    let clock = ManualClock::new();
+    let shared = MemoryBackend::new("short-hold");
+    let lock = lock_on(shared.clone(), &clock);
+    for release in [true, false] {
+        let held = block_on(lock.acquire()).unwrap();
+        clock.advance(HEARTBEAT - MS);
+        if release {
+            block_on(held.release()).unwrap();
+        } else {
+            drop(held);
+        }
+        clock.advance(STALE);
+        assert!(
+            clock.take_spawned().is_empty(),
+            "released before the first beat: no heartbeat task, and its timer never starts one"
+        );
+        assert_eq!(block_on(shared.inspect()).unwrap(), Inspection::Absent);
+    }
 }
 
 #[test]

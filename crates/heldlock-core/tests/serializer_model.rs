@@ -1,12 +1,21 @@
-//! Property test: random programs of submit / poll / finish / fail / panic /
-//! cancel over a few keys, run on a deterministic single-threaded executor that
-//! polls only tasks that were woken. Checked after every step and at the end:
+//! Property test: random programs over a few keys and three handles (clones)
+//! of one `Serializer`, interleaving `serialize` tasks (which finish, fail,
+//! panic or are cancelled), `lock` turns and the guards they resolve to,
+//! and `try_lock`, run on a deterministic single-threaded executor that polls
+//! only tasks that were woken. Checked after every step and at the end:
 //!
-//! * at most one task per key is inside its critical section;
-//! * the tasks of a key enter their critical sections in call order;
-//! * once every gate is opened, every surviving task completes by being woken
-//!   (a lost wake-up would leave it pending forever);
-//! * `pending_keys() == 0` at the end.
+//! * at most one task per key is inside its critical section (a running
+//!   `serialize` task, or a live guard);
+//! * the tasks of a key enter their critical sections in call order, across
+//!   handles and across `serialize`, `lock` and `try_lock`;
+//! * `try_lock(key)` succeeds exactly when no call on `key` is still live
+//!   (queued, granted, or holding), and `pending_keys()` counts exactly the
+//!   keys with a live call;
+//! * once every gate is opened and every guard dropped, every surviving task
+//!   completes by being woken (a lost wake-up would leave it pending
+//!   forever), and `pending_keys() == 0` at the end.
+//!
+//! `serializer_threads.rs` runs submitters on real threads.
 
 #![allow(clippy::unwrap_used)]
 
@@ -20,10 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures::channel::oneshot;
-use heldlock_core::Serializer;
+use heldlock_core::{KeyGuard, Serializer, Turn};
 use proptest::prelude::*;
 
 const KEYS: u8 = 3;
+const HANDLES: usize = 3;
 
 #[derive(Clone, Copy, Debug)]
 enum Command {
@@ -34,21 +44,30 @@ enum Command {
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// Submit a task on a key (the ticket is taken now).
-    Submit(u8),
+    /// `serialize` a task on a key through a handle (the ticket is taken now).
+    Submit(usize, u8),
+    /// `lock` a key through a handle: a turn, then a guard held until opened.
+    Lock(usize, u8),
+    /// `try_lock` a key through a handle; a guard it returns is held until
+    /// opened.
+    TryLock(usize, u8),
     /// Poll the n-th (modulo) woken task.
     Poll(usize),
-    /// Let the n-th (modulo) task leave its critical section this way.
+    /// Let the n-th (modulo) task leave its critical section this way (a
+    /// guard is dropped, whatever the command).
     Open(usize, Command),
-    /// Drop the n-th (modulo) unfinished task's future.
+    /// Drop the n-th (modulo) live task: its future, turn or guard.
     Cancel(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    let handle = 0..HANDLES;
     prop_oneof![
-        3 => (0..KEYS).prop_map(Op::Submit),
-        5 => any::<usize>().prop_map(Op::Poll),
-        2 => (any::<usize>(), prop_oneof![
+        3 => (handle.clone(), 0..KEYS).prop_map(|(h, k)| Op::Submit(h, k)),
+        2 => (handle.clone(), 0..KEYS).prop_map(|(h, k)| Op::Lock(h, k)),
+        1 => (handle, 0..KEYS).prop_map(|(h, k)| Op::TryLock(h, k)),
+        6 => any::<usize>().prop_map(Op::Poll),
+        3 => (any::<usize>(), prop_oneof![
             3 => Just(Command::Finish),
             1 => Just(Command::Fail),
             1 => Just(Command::Panic),
@@ -72,6 +91,20 @@ struct Observed {
     entered: Vec<Vec<usize>>,
 }
 
+impl Observed {
+    fn enter(observed: &Rc<RefCell<Observed>>, key: u8, id: usize) -> Inside {
+        let key = usize::from(key);
+        let mut o = observed.borrow_mut();
+        o.inside[key] += 1;
+        o.overlap |= o.inside[key] > 1;
+        o.entered[key].push(id);
+        Inside {
+            key,
+            observed: Rc::clone(observed),
+        }
+    }
+}
+
 /// Leaves the critical section on drop, so panics and cancellations count.
 struct Inside {
     key: usize,
@@ -86,22 +119,62 @@ impl Drop for Inside {
 
 type TaskFuture = Pin<Box<dyn Future<Output = Result<(), ()>>>>;
 
+/// A guard and the critical section it stands for; the section is left
+/// before the key passes on.
+struct Held {
+    _inside: Inside,
+    _guard: KeyGuard<u8>,
+}
+
+enum Call {
+    /// `serialize`: its future, and the gate that ends its task.
+    Serialize {
+        future: Option<TaskFuture>,
+        gate: Option<oneshot::Sender<Command>>,
+    },
+    /// `lock` or `try_lock`: the turn until it resolves, then the guard.
+    Lock {
+        turn: Option<Turn<u8>>,
+        held: Option<Held>,
+    },
+}
+
 struct Task {
-    future: Option<TaskFuture>,
+    key: u8,
+    call: Call,
     woken: Arc<Flag>,
-    gate: Option<oneshot::Sender<Command>>,
+}
+
+impl Task {
+    /// Queued, granted or holding: the serializer must still know the key.
+    fn live(&self) -> bool {
+        match &self.call {
+            Call::Serialize { future, .. } => future.is_some(),
+            Call::Lock { turn, held } => turn.is_some() || held.is_some(),
+        }
+    }
+
+    /// Waiting to be polled: a live future or turn that was woken.
+    fn pollable(&self) -> bool {
+        let waiting = match &self.call {
+            Call::Serialize { future, .. } => future.is_some(),
+            Call::Lock { turn, .. } => turn.is_some(),
+        };
+        waiting && self.woken.0.load(Ordering::SeqCst)
+    }
 }
 
 struct World {
-    serializer: Serializer<u8>,
+    handles: Vec<Serializer<u8>>,
     observed: Rc<RefCell<Observed>>,
     tasks: Vec<Task>,
 }
 
 impl World {
     fn new() -> Self {
+        let serializer = Serializer::new();
         World {
-            serializer: Serializer::new(),
+            handles: vec![serializer; HANDLES],
             observed: Rc::new(RefCell::new(Observed {
                 entered: vec![Vec::new(); KEYS as usize],
                 ..Observed::default()
@@ -110,57 +183,124 @@ impl World {
         }
     }
 
-    fn submit(&mut self, key: u8) {
+    fn push(&mut self, key: u8, call: Call) {
+        self.tasks.push(Task {
+            key,
+            call,
+            woken: Arc::new(Flag(AtomicBool::new(true))),
+        });
+    }
+
+    fn submit(&mut self, handle: usize, key: u8) {
         let id = self.tasks.len();
         let (gate, commands) = oneshot::channel();
         let observed = Rc::clone(&self.observed);
-        let future = self.serializer.serialize(key, async move {
-            let key = usize::from(key);
-            {
-                let mut o = observed.borrow_mut();
-                o.inside[key] += 1;
-                o.overlap |= o.inside[key] > 1;
-                o.entered[key].push(id);
-            }
-            let _inside = Inside { key, observed };
+        let future = self.handles[handle].serialize(key, async move {
+            let _inside = Observed::enter(&observed, key, id);
             match commands.await {
                 Ok(Command::Finish) | Err(_) => Ok(()),
                 Ok(Command::Fail) => Err(()),
                 Ok(Command::Panic) => panic!("task {id} panicked on purpose"),
             }
         });
-        self.tasks.push(Task {
+        let call = Call::Serialize {
             future: Some(Box::pin(future)),
-            woken: Arc::new(Flag(AtomicBool::new(true))),
             gate: Some(gate),
-        });
+        };
+        self.push(key, call);
+    }
+
+    fn lock(&mut self, handle: usize, key: u8) {
+        let turn = self.handles[handle].lock(key);
+        let call = Call::Lock {
+            turn: Some(turn),
+            held: None,
+        };
+        self.push(key, call);
+    }
+
+    /// Whether some call on `key` is still live: what `try_lock` must see.
+    fn busy(&self, key: u8) -> bool {
+        self.tasks.iter().any(|t| t.key == key && t.live())
+    }
+
+    fn try_lock(&mut self, handle: usize, key: u8) -> Result<(), TestCaseError> {
+        let busy = self.busy(key);
+        let Some(guard) = self.handles[handle].try_lock(key) else {
+            prop_assert!(busy, "try_lock({key}) failed, but no call on it is live");
+            return Ok(());
+        };
+        prop_assert!(
+            !busy,
+            "try_lock({key}) succeeded while a call on it is live"
+        );
+        let id = self.tasks.len();
+        let held = Held {
+            _inside: Observed::enter(&self.observed, key, id),
+            _guard: guard,
+        };
+        let call = Call::Lock {
+            turn: None,
+            held: Some(held),
+        };
+        self.push(key, call);
+        Ok(())
     }
 
     fn woken(&self) -> Vec<usize> {
         (0..self.tasks.len())
-            .filter(|&i| {
-                self.tasks[i].future.is_some() && self.tasks[i].woken.0.load(Ordering::SeqCst)
-            })
+            .filter(|&i| self.tasks[i].pollable())
             .collect()
     }
 
     fn poll(&mut self, id: usize) {
+        let observed = Rc::clone(&self.observed);
         let task = &mut self.tasks[id];
         task.woken.0.store(false, Ordering::SeqCst);
         let waker = Waker::from(Arc::clone(&task.woken));
         let mut cx = Context::from_waker(&waker);
-        let Some(future) = task.future.as_mut() else {
-            return;
-        };
-        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
-            Ok(Poll::Pending) => {}
-            Ok(Poll::Ready(_)) | Err(_) => task.future = None,
+        match &mut task.call {
+            Call::Serialize { future: slot, .. } => {
+                let Some(future) = slot.as_mut() else {
+                    return;
+                };
+                match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+                    Ok(Poll::Pending) => {}
+                    Ok(Poll::Ready(_)) | Err(_) => *slot = None,
+                }
+            }
+            Call::Lock { turn: slot, held } => {
+                let Some(turn) = slot.as_mut() else {
+                    return;
+                };
+                if let Poll::Ready(guard) = Pin::new(turn).poll(&mut cx) {
+                    *slot = None;
+                    *held = Some(Held {
+                        _inside: Observed::enter(&observed, task.key, id),
+                        _guard: guard,
+                    });
+                }
+            }
         }
     }
 
-    fn apply(&mut self, op: &Op) {
+    /// Ends the critical section of task `id`, if it is in one or waits to.
+    fn open(&mut self, id: usize, command: Command) {
+        match &mut self.tasks[id].call {
+            Call::Serialize { gate, .. } => {
+                if let Some(gate) = gate.take() {
+                    let _ = gate.send(command);
+                }
+            }
+            Call::Lock { held, .. } => *held = None,
+        }
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match *op {
-            Op::Submit(key) => self.submit(key),
+            Op::Submit(handle, key) => self.submit(handle, key),
+            Op::Lock(handle, key) => self.lock(handle, key),
+            Op::TryLock(handle, key) => self.try_lock(handle, key)?,
             Op::Poll(n) => {
                 let woken = self.woken();
                 if !woken.is_empty() {
@@ -169,21 +309,25 @@ impl World {
             }
             Op::Open(n, command) => {
                 if !self.tasks.is_empty() {
-                    let id = n % self.tasks.len();
-                    if let Some(gate) = self.tasks[id].gate.take() {
-                        let _ = gate.send(command);
-                    }
+                    self.open(n % self.tasks.len(), command);
                 }
             }
             Op::Cancel(n) => {
                 let live: Vec<usize> = (0..self.tasks.len())
-                    .filter(|&i| self.tasks[i].future.is_some())
+                    .filter(|&i| self.tasks[i].live())
                     .collect();
                 if !live.is_empty() {
-                    self.tasks[live[n % live.len()]].future = None;
+                    match &mut self.tasks[live[n % live.len()]].call {
+                        Call::Serialize { future, .. } => *future = None,
+                        Call::Lock { turn, held } => {
+                            *turn = None;
+                            *held = None;
+                        }
+                    }
                 }
             }
         }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), TestCaseError> {
@@ -195,28 +339,34 @@ impl World {
                 "key {key} entered out of call order: {entered:?}"
             );
         }
+        let live_keys = (0..KEYS).filter(|&key| self.busy(key)).count();
+        prop_assert_eq!(
+            self.handles[0].pending_keys(),
+            live_keys,
+            "pending_keys counts the keys with a live call"
+        );
         Ok(())
     }
 
-    /// Opens every gate and polls woken tasks until none is woken.
+    /// Opens every gate, drops every guard (and each new one at once) and
+    /// polls woken tasks until none is woken.
     fn drain(&mut self) -> Result<(), TestCaseError> {
-        for task in &mut self.tasks {
-            if let Some(gate) = task.gate.take() {
-                let _ = gate.send(Command::Finish);
-            }
+        for id in 0..self.tasks.len() {
+            self.open(id, Command::Finish);
         }
         while let Some(&id) = self.woken().first() {
             self.poll(id);
+            self.open(id, Command::Finish);
             self.check()?;
         }
         let stuck: Vec<usize> = (0..self.tasks.len())
-            .filter(|&i| self.tasks[i].future.is_some())
+            .filter(|&i| self.tasks[i].live())
             .collect();
         prop_assert!(
             stuck.is_empty(),
             "tasks never woken (lost wake-up): {stuck:?}"
         );
-        prop_assert_eq!(self.serializer.pending_keys(), 0);
+        prop_assert_eq!(self.handles[0].pending_keys(), 0);
         Ok(())
     }
 }
@@ -229,7 +379,7 @@ proptest! {
         quiet_deliberate_panics();
         let mut world = World::new();
         for op in &ops {
-            world.apply(op);
+            world.apply(op)?;
             world.check()?;
         }
         world.drain()?;

@@ -41,6 +41,10 @@ use super::stale::{Now, StaleJudge, StaleReason, Verdict};
 pub const MAX_STEPS_WITHOUT_SLEEP: u32 = 8;
 
 /// What the driver must do next.
+///
+/// Exhaustive on purpose, as are [`Event`] and [`Outcome`] (unlike the
+/// backend's results): a driver must perform every action, so a new one is
+/// a breaking change, never a silent wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Call `LockBackend::try_create`.

@@ -89,14 +89,40 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
     fn listen(&self) -> Option<ChangeListener> {
         None
     }
+
+    /// The fencing token of the lock `owner` holds through this handle:
+    /// a number that is strictly greater for every later grant of the same
+    /// lock, whoever is granted it, so that a resource which remembers the
+    /// highest token it has seen can refuse the writes of an older holder
+    /// (one paused past its lease). See `docs/safety.md`, "Fencing tokens".
+    ///
+    /// The core asks once, right after [`try_create`](Self::try_create)
+    /// returned [`Created::Created`] for `owner`, and keeps the answer for
+    /// the lease's life ([`HeldLock::fencing_token`](crate::HeldLock::fencing_token)).
+    /// "Later grant" is the order in which the lock is granted: the token
+    /// must be fixed no later than the step that made the lock ours, never
+    /// read from a counter that a holder paused between two steps could
+    /// still move (or move back).
+    ///
+    /// Return `None` (the default) unless every grant of the resource gets
+    /// such a token; a token that could ever repeat or go back must not be
+    /// given, since a resource that trusts it would accept the older
+    /// holder's writes. The file backend returns `None`; `heldlock-etcd`
+    /// returns the key's create revision.
+    fn fencing_token(&self, owner: &OwnerId) -> Option<u64> {
+        let _ = owner;
+        None
+    }
 }
 
 /// A future that completes when a lock may have changed; see
 /// [`LockBackend::listen`].
 pub type ChangeListener = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// The result of [`LockBackend::try_create`].
+/// The result of [`LockBackend::try_create`]. More variants may come:
+/// match it with a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Created {
     /// The lock is ours.
     Created,
@@ -104,8 +130,10 @@ pub enum Created {
     Exists,
 }
 
-/// The result of [`LockBackend::refresh`].
+/// The result of [`LockBackend::refresh`]. More variants may come: match
+/// it with a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refreshed {
     /// Still ours, and re-stamped.
     Refreshed,
@@ -113,8 +141,10 @@ pub enum Refreshed {
     Lost,
 }
 
-/// The result of [`LockBackend::break_if_unchanged`].
+/// The result of [`LockBackend::break_if_unchanged`]. More variants may
+/// come: match it with a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Broke {
     /// The observed lock was removed.
     Broken,
@@ -125,8 +155,10 @@ pub enum Broke {
     Absent,
 }
 
-/// The result of [`LockBackend::release`].
+/// The result of [`LockBackend::release`] (and of `HeldLock::release`).
+/// More variants may come: match it with a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Released {
     /// Our lock was removed.
     Released,
@@ -275,6 +307,9 @@ macro_rules! forward_backend {
             }
             fn listen(&self) -> Option<ChangeListener> {
                 (**self).listen()
+            }
+            fn fencing_token(&self, owner: &OwnerId) -> Option<u64> {
+                (**self).fencing_token(owner)
             }
         }
     )*};

@@ -9,9 +9,13 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use tracing::Instrument as _;
+use tracing::field;
+
 use super::acquire::{Acquire, Action, Event, Outcome, Waiting};
-use super::backend::{ChangeListener, Created, LockBackend};
+use super::backend::{Broke, ChangeListener, Created, LockBackend};
 use super::lease::{HeldLock, Lease, LockState, within};
+use super::logs::{self, Compact};
 use super::options::{LockOptions, Timing, Warning};
 use super::probe::HostProbe;
 use super::record::{Holder, Inspection, LockRecord};
@@ -128,6 +132,22 @@ impl Lock {
     /// [`Error::Timeout`] naming the resource, the holder and the time waited
     /// when the lock stayed busy or the backend did not answer in time;
     /// [`Error::Backend`] when a step failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping this future (a `select!` whose other branch won, a timeout
+    /// around it) never leaves a lock that nobody holds, wherever it stopped:
+    ///
+    /// * before its first poll, in this process's queue
+    ///   ([`queue_in_process`](Self::queue_in_process)), while it looks at a
+    ///   busy lock, or while it sleeps: nothing is left behind (its place in
+    ///   the queue and its subscriptions go with it);
+    /// * while its `try_create` has not answered: the create runs to its end
+    ///   on the runtime, and a lock it creates then is released at once; no
+    ///   heartbeat starts;
+    /// * while it breaks a stale lock: the break runs to its end on the
+    ///   runtime (one stopped half-way could leave a marker or trash behind),
+    ///   and nothing is created after it.
     pub async fn acquire(&self) -> Result<HeldLock, Error> {
         let grace = self.timing.poll.min(self.timing.max_wait);
         self.acquire_within(self.timing.max_wait, grace).await
@@ -220,7 +240,25 @@ impl Lock {
 
     /// Acquires within `max_wait`; each backend step is raced against that
     /// deadline, or against `grace` from its start if that ends later.
+    /// Runs in the `acquire` span (see `logs.rs`).
     async fn acquire_within(&self, max_wait: Duration, grace: Duration) -> Result<HeldLock, Error> {
+        let span = tracing::debug_span!(
+            "acquire",
+            resource = %self.backend.resource(),
+            owner = field::Empty,
+        );
+        self.acquire_steps(max_wait, grace, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    /// [`acquire_within`](Self::acquire_within) inside its `span`.
+    async fn acquire_steps(
+        &self,
+        max_wait: Duration,
+        grace: Duration,
+        span: &tracing::Span,
+    ) -> Result<HeldLock, Error> {
         let started = self.runtime.instant();
         // `max_wait` is validated (at most a year): no overflow.
         let deadline = started.checked_add(max_wait).unwrap_or(started);
@@ -246,7 +284,15 @@ impl Lock {
         let waited = self.runtime.instant().saturating_duration_since(started);
         // Moved into the first try's lease, so the uncontended path never
         // copies it.
-        let mut template = Some(self.record_for_this_process());
+        let record = self.record_for_this_process();
+        if !span.is_disabled() {
+            span.record("owner", field::display(&record.owner));
+        }
+        let mut template = Some(record);
+        // What let the lock be had, for the `acquired` event: `release` is a
+        // hand-off (the releaser's notification woke us).
+        let mut via = "free";
+        let mut reported_waiting = false;
         // How to wait is decided when the lock is first found busy: the
         // uncontended path never subscribes to anything.
         let mut machine = Acquire::new(
@@ -296,7 +342,14 @@ impl Lock {
                     };
                     let run = call.into_task();
                     match created? {
-                        Created::Created => return Ok(HeldLock::start(lease, run, local)),
+                        Created::Created => {
+                            tracing::debug!(
+                                waited = %Compact(self.since(started)),
+                                via = %via,
+                                "acquired"
+                            );
+                            return Ok(HeldLock::start(lease, run, local));
+                        }
                         Created::Exists => {
                             spare_lease = Some(lease);
                             spare_box = Some(run);
@@ -332,26 +385,55 @@ impl Lock {
                     event
                 }
                 Action::Break { observed, reason } => {
-                    tracing::debug!(resource = %self.backend.resource(), holder = %observed.holder, ?reason, "breaking a stale lock");
                     // A break stopped half-way can leave its marker or its
                     // trash, or a displaced lock not put back: it runs to its
                     // end even when the acquisition stops waiting for it.
+                    // The observation comes back for the log.
                     let backend = Arc::clone(&self.backend);
-                    let breaking =
-                        Box::pin(async move { backend.break_if_unchanged(&observed).await });
+                    let breaking = Box::pin(async move {
+                        let broke = backend.break_if_unchanged(&observed).await;
+                        (broke, observed)
+                    });
                     let mut call = Unfinished::new(breaking, &*self.runtime, None);
                     let outcome = {
                         let mut step = poll_fn(|cx| call.poll(cx));
                         within(&*self.runtime, &mut step, deadline, grace).await
                     };
-                    let Some(broke) = outcome else {
+                    let Some((broke, observed)) = outcome else {
                         drop(call);
                         return Err(self.timed_out(machine.last_holder().cloned(), started));
                     };
                     drop(call.into_task());
-                    Event::Broke(broke?)
+                    let broke = broke?;
+                    if broke == Broke::Broken {
+                        via = "break";
+                        let record = observed.holder.record();
+                        tracing::warn!(
+                            resource = %self.backend.resource(),
+                            holder.pid = record.map(|r| r.pid),
+                            holder.host = record.and_then(|r| r.field("host")).map(field::display),
+                            holder.owner = record.map(|r| field::display(&r.owner)),
+                            holder.summary = match &observed.holder {
+                                Holder::Foreign { summary } => Some(field::display(summary)),
+                                Holder::Record(_) => None,
+                            },
+                            age = %logs::age(observed.refreshed_at, self.runtime.now()),
+                            reason = %logs::stale_reason(reason),
+                            "broke a stale lock"
+                        );
+                    } else {
+                        tracing::debug!(outcome = ?broke, "did not break the stale lock");
+                    }
+                    Event::Broke(broke)
                 }
                 Action::Sleep(duration) => {
+                    if !reported_waiting {
+                        reported_waiting = true;
+                        tracing::debug!(
+                            holder = machine.last_holder().map(field::display),
+                            "waiting"
+                        );
+                    }
                     let mut timer = self.runtime.sleep(duration);
                     let woke = poll_fn(|cx| {
                         if released
@@ -368,6 +450,8 @@ impl Lock {
                     .await;
                     match woke {
                         Woken::Released => {
+                            via = "release";
+                            tracing::debug!(by = "release", "woken");
                             // Subscribe again before the create that follows,
                             // so that a release between that create and the
                             // next sleep still wakes the sleep.
@@ -380,6 +464,13 @@ impl Lock {
                         // backend may keep state for as long as a waiter
                         // listens (a place in a queue of waiters).
                         Woken::HolderExited | Woken::Timer => {
+                            if matches!(woke, Woken::HolderExited) {
+                                via = "holder_exit";
+                                tracing::debug!(by = "holder_exit", "woken");
+                            } else {
+                                via = "poll";
+                                tracing::trace!(by = "poll", "woken");
+                            }
                             exits.clear();
                             Event::Woke
                         }
@@ -428,11 +519,22 @@ impl Lock {
         )
     }
 
+    /// The time since `started`, by the runtime's clock.
+    fn since(&self, started: Instant) -> Duration {
+        self.runtime.instant().saturating_duration_since(started)
+    }
+
     fn timed_out(&self, holder: Option<Holder>, started: Instant) -> Error {
+        let waited = self.since(started);
+        tracing::debug!(
+            waited = %Compact(waited),
+            holder = holder.as_ref().map(field::display),
+            "gave up waiting"
+        );
         Error::Timeout {
             resource: self.backend.resource(),
             holder,
-            waited: self.runtime.instant().saturating_duration_since(started),
+            waited,
         }
     }
 }

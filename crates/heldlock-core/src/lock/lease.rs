@@ -5,14 +5,16 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use event_listener::Event;
+use tracing::Instrument as _;
 
 use super::backend::{BackendError, Created, LockBackend, Refreshed, Released};
 use super::heartbeat::{Beat, Heartbeat};
+use super::logs::Compact;
 use super::options::{LockOptions, Timing, Warning};
 use super::record::{LockRecord, OwnerId};
 use crate::clock::{Runtime, Sleep};
@@ -149,11 +151,69 @@ pub(crate) struct Lease {
     created: AtomicU8,
     /// That `try_create`'s error, when it failed.
     create_error: Mutex<Option<BackendError>>,
+    /// The backend's fencing token for this grant, asked once right after
+    /// `try_create` made the lock ours (unset: the backend gives none).
+    token: OnceLock<u64>,
     lost: Signal,
     /// Set by release and drop, and by an acquisition that stopped waiting
     /// for its `try_create`: the heartbeat stops (or never starts) and loss
     /// is no longer reported.
     ended: Signal,
+    /// The heartbeat's task until its first beat (see [`FirstBeat`]).
+    first_beat: Mutex<FirstBeat>,
+}
+
+/// The lease's task once it holds the lock: the heartbeat to be.
+type HeartbeatTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// The heartbeat's task between the acquisition and its first beat.
+///
+/// It is not handed to the runtime when the lock is taken, but when its
+/// first beat is due: the timer of that beat is registered at once, and its
+/// waker spawns the task. A hold shorter than `heartbeat` (the common case)
+/// thus never starts a task, and its release never wakes one: on a
+/// multi-thread runtime both would be a wake-up of another thread (about a
+/// third of an uncontended acquire + release; issue 16). The beat comes
+/// when it came before: the timer is the one the task would have slept on.
+#[derive(Default)]
+struct FirstBeat {
+    /// The task (the lease's [`run`](Lease::run), at its hand-over point)
+    /// and the timer of its first beat, while both wait.
+    waiting: Option<(HeartbeatTask, Sleep)>,
+    /// The timer, once its waker took the task: dropped by the task or the
+    /// release, never inside the waker (a runtime may call it with its
+    /// timer structures in use).
+    spent: Option<Sleep>,
+    /// The timer fired, perhaps before `waiting` was filled.
+    fired: bool,
+    /// The task was handed to the runtime.
+    spawned: bool,
+}
+
+/// The waker of the first beat's timer: hands the task to the runtime.
+struct FirstBeatWaker(Weak<Lease>);
+
+impl Wake for FirstBeatWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(lease) = self.0.upgrade() {
+            let task = {
+                let mut slot = lease.first_beat();
+                slot.fired = true;
+                slot.waiting.take().map(|(task, timer)| {
+                    slot.spent = Some(timer);
+                    slot.spawned = true;
+                    task
+                })
+            };
+            if let Some(task) = task {
+                lease.spawn_heartbeat(task);
+            }
+        }
+    }
 }
 
 impl Lease {
@@ -175,8 +235,10 @@ impl Lease {
             expiry: AtomicU64::new(nanos(timing.stale)),
             created: AtomicU8::new(PENDING),
             create_error: Mutex::new(None),
+            token: OnceLock::new(),
             lost: Signal::default(),
             ended: Signal::default(),
+            first_beat: Mutex::default(),
         })
     }
 
@@ -187,6 +249,7 @@ impl Lease {
         self.stamped = stamped;
         *self.expiry.get_mut() = nanos(self.timing.stale);
         *self.created.get_mut() = PENDING;
+        self.token.take();
         *self
             .create_error
             .get_mut()
@@ -195,6 +258,77 @@ impl Lease {
 
     fn owner(&self) -> &OwnerId {
         &self.record.owner
+    }
+
+    fn first_beat(&self) -> MutexGuard<'_, FirstBeat> {
+        // Only ever filled and emptied: a panic elsewhere while it was
+        // locked cannot have left it inconsistent.
+        self.first_beat
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Arms the heartbeat of a lease whose [`run`](Self::run) task created
+    /// the lock: `task` is handed to the runtime when its first beat is due
+    /// (see [`FirstBeat`]), or now if it is due already.
+    fn start_heartbeat(self: &Arc<Self>, task: HeartbeatTask) {
+        let first = Heartbeat::new(self.timing, self.stamped).first(self.runtime.instant());
+        if !first.is_zero() {
+            let mut timer = self.runtime.sleep(first);
+            let beat = Arc::new(FirstBeatWaker(Arc::downgrade(self)));
+            let waker = Waker::from(Arc::clone(&beat));
+            // Polled without the slot's lock: a runtime may call the waker
+            // from within the poll.
+            let pending = timer
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending();
+            // Deferred only where the timer kept the waker, and so will wake
+            // it by itself. A timer may instead count on being polled again
+            // by the executor that polled it (the blocking API's, inside its
+            // `block_on`): nothing would start the heartbeat then, so it
+            // starts now, as a task that sleeps first.
+            let kept = Arc::strong_count(&beat) > 2;
+            drop(waker);
+            let mut slot = self.first_beat();
+            if pending && kept && !slot.fired {
+                slot.waiting = Some((task, timer));
+                return;
+            }
+            slot.spawned = true;
+            slot.spent = Some(timer);
+        } else {
+            self.first_beat().spawned = true;
+        }
+        self.spawn_heartbeat(task);
+    }
+
+    /// Hands the heartbeat's task to the runtime. It may run in a timer's
+    /// waker, where a panic must not escape: a heartbeat that cannot start
+    /// is reported as a loss now, since nothing will refresh the lock.
+    fn spawn_heartbeat(&self, task: HeartbeatTask) {
+        if self.ended.is_set() {
+            return;
+        }
+        let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.runtime.spawn(task);
+        }));
+        if spawned.is_err() {
+            self.mark_lost("the heartbeat could not be started: the runtime's spawn panicked");
+        }
+    }
+
+    /// Stops a heartbeat that has not started yet (its timer is cancelled
+    /// and its task dropped, with no wake-up); whether its task was handed
+    /// to the runtime before, and so may still have to run to its end.
+    fn disarm_heartbeat(&self) -> bool {
+        let (waiting, spent, spawned) = {
+            let mut slot = self.first_beat();
+            (slot.waiting.take(), slot.spent.take(), slot.spawned)
+        };
+        // Dropped without the lock: the task holds this lease.
+        drop((waiting, spent));
+        spawned
     }
 
     fn warn(&self, message: String) {
@@ -206,8 +340,29 @@ impl Lease {
 
     fn mark_lost(&self, why: &str) {
         if !self.ended.is_set() && self.lost.set() {
-            self.warn(format!("ownership lost: {why}"));
+            tracing::warn!(
+                resource = %self.backend.resource(),
+                owner = %self.owner(),
+                reason = why,
+                "lost the lock"
+            );
+            // The event above is the loss's `tracing` report: the hook alone.
+            if self.options.warning_hook().is_some() {
+                self.options.call_hook(&Warning {
+                    resource: self.backend.resource(),
+                    message: format!("ownership lost: {why}"),
+                });
+            }
         }
+    }
+
+    /// A `release` span for this lease (see `logs.rs`).
+    fn release_span(&self) -> tracing::Span {
+        tracing::debug_span!(
+            "release",
+            resource = %self.backend.resource(),
+            owner = %self.owner(),
+        )
     }
 
     /// When the lease expires unless a refresh succeeds first.
@@ -240,6 +395,11 @@ impl Lease {
         // one, so `ended` cannot change between here and the publication.
         let abandoned = self.ended.is_set();
         let ours = matches!(created, Ok(Created::Created));
+        if ours && let Some(token) = self.backend.fencing_token(self.owner()) {
+            // Before the publication: the holder reads it as soon as it
+            // takes the lock.
+            let _ = self.token.set(token);
+        }
         self.put_created(created);
         if !ours {
             return;
@@ -248,11 +408,20 @@ impl Lease {
             self.release_abandoned().await;
             return;
         }
+        // A root span: the hold outlives the acquisition that began it.
+        // Made here, when the lock is created, although the heartbeat's
+        // task starts at its first beat (see `FirstBeat`).
+        let hold = tracing::debug_span!(
+            parent: None,
+            "hold",
+            resource = %self.backend.resource(),
+            owner = %self.owner(),
+        );
         // The driver takes the lock in the poll that got here, without
-        // polling again, and spawns this future; the task's first poll goes
-        // on from here.
+        // polling again, and hands this future on (see `start_heartbeat`);
+        // the task's first poll goes on from here.
         pass_once().await;
-        self.heartbeat().await;
+        self.heartbeat().instrument(hold).await;
     }
 
     fn put_created(&self, created: Result<Created, BackendError>) {
@@ -376,6 +545,9 @@ impl Lease {
     /// only after it. (A refresh that blocks the thread in its poll, which no
     /// race can interrupt, is covered by `lost()`'s own timer.)
     async fn heartbeat(&self) {
+        // The first beat's timer, which fired to start this task.
+        let spent = self.first_beat().spent.take();
+        drop(spent);
         let mut policy = Heartbeat::new(self.timing, self.stamped);
         let mut wait = policy.first(self.runtime.instant());
         loop {
@@ -409,7 +581,12 @@ impl Lease {
                 return;
             }
             let result = match result {
-                Ok(refreshed) => Some(refreshed),
+                Ok(refreshed) => {
+                    if refreshed == Refreshed::Refreshed {
+                        tracing::trace!("refreshed");
+                    }
+                    Some(refreshed)
+                }
                 Err(error) => {
                     self.warn(format!("heartbeat failed, will retry: {error}"));
                     None
@@ -448,20 +625,26 @@ impl Lease {
 
     pub(crate) async fn release(&self) -> Result<Released, Error> {
         self.ended.set();
+        let started = self.disarm_heartbeat();
         let released = self.backend.release(self.owner()).await?;
         self.note_release(released);
-        // Setting `ended` woke the heartbeat task; give the executor one turn
-        // to run it to its end. Without it, a caller that drives each call
-        // with `block_on` on a current-thread runtime never lets that runtime
-        // run its tasks (every call completes at its first poll), and one
-        // finished heartbeat per acquisition piles up until the runtime is
-        // dropped (1.4 KiB each).
-        yield_once().await;
+        // Setting `ended` woke a heartbeat task that had started; give the
+        // executor one turn to run it to its end. Without it, a caller that
+        // drives each call with `block_on` on a current-thread runtime never
+        // lets that runtime run its tasks (every call completes at its first
+        // poll), and one finished heartbeat per acquisition piles up until
+        // the runtime is dropped (1.4 KiB each).
+        if started {
+            yield_once().await;
+        }
         Ok(released)
     }
 
     fn release_in_drop(&self) {
         if self.ended.set() {
+            self.disarm_heartbeat();
+            let span = self.release_span();
+            let _in_span = span.enter();
             match self.backend.release_blocking(self.owner()) {
                 Some(Ok(released)) => self.note_release(released),
                 Some(Err(error)) => self.warn(format!(
@@ -477,7 +660,10 @@ impl Lease {
 
     fn note_release(&self, released: Released) {
         match released {
-            Released::Released => {}
+            Released::Released => tracing::debug!(
+                held = %Compact(self.runtime.instant().saturating_duration_since(self.stamped)),
+                "released"
+            ),
             Released::NotOurs => self.warn(
                 "at release the lock was no longer ours; the replacement was left in place".into(),
             ),
@@ -509,13 +695,14 @@ pub struct HeldLock {
 
 impl HeldLock {
     /// The guard of a lease whose [`run`](Lease::run) task created the
-    /// lock; spawns that task, which goes on as the heartbeat.
+    /// lock; that task goes on as the heartbeat, handed to the runtime when
+    /// its first beat is due.
     pub(crate) fn start(
         lease: Arc<Lease>,
         run: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
         local_turn: Option<KeyGuard<String>>,
     ) -> Self {
-        lease.runtime.spawn(run);
+        lease.start_heartbeat(run);
         HeldLock {
             lease,
             _local_turn: local_turn,
@@ -532,6 +719,14 @@ impl HeldLock {
     ///
     /// [`Error::Backend`] when the backend could not check (ownership is then
     /// unknown: do not write).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping this future at any point changes nothing: the lock stays
+    /// held and its heartbeat goes on (the backend's check-stamp-check on our
+    /// own lock either re-stamped it or did not), and a refresh that did not
+    /// finish reports no loss. Only a finished `Ok(true)` says the lock is
+    /// ours.
     pub async fn refresh(&self) -> Result<bool, Error> {
         self.lease.refresh().await
     }
@@ -558,6 +753,19 @@ impl HeldLock {
         &self.lease.record
     }
 
+    /// The fencing token of this grant: strictly greater than that of every
+    /// earlier grant of the same lock, on a backend that can give one
+    /// (`heldlock-etcd`: the key's create revision); `None` on the file
+    /// backend, which has no token it could guarantee (`docs/safety.md`,
+    /// "Fencing tokens").
+    ///
+    /// Hand it to the resource the lock protects with every write; the
+    /// resource refuses a write whose token is lower than the highest it
+    /// has seen, which stops a holder that was paused past its lease.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.lease.token.get().copied()
+    }
+
     /// Our owner id.
     pub fn owner(&self) -> &OwnerId {
         &self.lease.record.owner
@@ -572,8 +780,22 @@ impl HeldLock {
     ///
     /// [`Error::Backend`] when the backend failed; the heartbeat has stopped,
     /// so the lock goes stale and peers break it after `stale`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before its first poll, the future drops the guard it owns,
+    /// which releases as a drop does (synchronously, best effort). From its
+    /// first poll on, the heartbeat has stopped; dropped while the backend's
+    /// release has not answered, the lock is released or left in place,
+    /// never anything in between (a backend step dropped half-way is either
+    /// not done or done: [`LockBackend`](crate::LockBackend), "Cancel
+    /// safety"), and nothing tries again: a lock left in place goes stale
+    /// and peers break it after `stale`. Dropped after the backend answered
+    /// (it yields once more, to let the heartbeat's task end), the lock is
+    /// released.
     pub async fn release(self) -> Result<Released, Error> {
-        self.lease.release().await
+        let span = self.lease.release_span();
+        self.lease.release().instrument(span).await
     }
 
     /// A view of this lease for a task (what [`LockState`] offers).
@@ -615,6 +837,14 @@ impl LockState {
     /// Whether the task runs under the lock (`false`: best effort, unlocked).
     pub fn acquired(&self) -> bool {
         self.lease.is_some()
+    }
+
+    /// As [`HeldLock::fencing_token`]; `None` when the lock was never
+    /// acquired.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.lease
+            .as_ref()
+            .and_then(|lease| lease.token.get().copied())
     }
 
     /// As [`HeldLock::refresh`]; `Ok(false)` when the lock was never acquired.

@@ -7,6 +7,7 @@ pub(crate) mod handle;
 pub mod heartbeat;
 pub(crate) mod lease;
 pub(crate) mod liveness;
+pub(crate) mod logs;
 pub(crate) mod memory;
 pub(crate) mod options;
 pub(crate) mod probe;

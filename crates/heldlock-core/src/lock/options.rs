@@ -132,9 +132,10 @@ impl LockOptions {
         self
     }
 
-    /// Calls `hook` with every non-fatal warning (a failed heartbeat, a lock
-    /// found displaced, a release that found a replacement). Warnings also go
-    /// to `tracing`. A hook that panics is caught and ignored.
+    /// Calls `hook` with every non-fatal warning (a failed heartbeat, a lost
+    /// lock, a release that found a replacement). Warnings also go to
+    /// `tracing` as `WARN` events (a loss as `lost the lock`, with `owner`
+    /// and `reason` fields). A hook that panics is caught and ignored.
     pub fn on_warning(mut self, hook: impl Fn(&Warning) + Send + Sync + 'static) -> Self {
         self.on_warning = Some(Arc::new(hook));
         self
@@ -208,9 +209,15 @@ impl LockOptions {
     /// Reports `warning` to `tracing` and to the hook, never failing.
     pub(crate) fn warn(&self, warning: Warning) {
         tracing::warn!(resource = %warning.resource, "{}", warning.message);
+        self.call_hook(&warning);
+    }
+
+    /// Gives `warning` to the hook alone, never failing: for a warning
+    /// already reported to `tracing` as an event of its own.
+    pub(crate) fn call_hook(&self, warning: &Warning) {
         if let Some(hook) = &self.on_warning {
             // A broken hook must never break the guarded operation.
-            let _ = catch_unwind(AssertUnwindSafe(|| hook(&warning)));
+            let _ = catch_unwind(AssertUnwindSafe(|| hook(warning)));
         }
     }
 }

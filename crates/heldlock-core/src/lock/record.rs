@@ -68,7 +68,11 @@ impl fmt::Debug for OwnerId {
 ///
 /// On the file system it is one line, `<pid> <owner> <RFC 3339 UTC time>`
 /// followed by optional `key=value` fields; see `heldlock-fs`.
+///
+/// It may gain fields: build one with [`LockRecord::new`] or
+/// [`LockRecord::for_this_process`] (and [`with_fields`](Self::with_fields)).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockRecord {
     /// The holder's process id.
     pub pid: u32,
@@ -82,14 +86,33 @@ pub struct LockRecord {
 }
 
 impl LockRecord {
-    /// A record for this process with a fresh owner id, stamped `now`.
-    pub fn for_this_process(now: SystemTime) -> Self {
+    /// A record of `owner`, process `pid`, that took the lock at
+    /// `acquired_at`, without fields (a backend decoding what it stored, a
+    /// test planting a lock).
+    pub fn new(pid: u32, owner: OwnerId, acquired_at: SystemTime) -> Self {
         LockRecord {
-            pid: std::process::id(),
-            owner: OwnerId::random(),
-            acquired_at: now,
+            pid,
+            owner,
+            acquired_at,
             fields: Vec::new(),
         }
+    }
+
+    /// A record for this process with a fresh owner id, stamped `now`.
+    pub fn for_this_process(now: SystemTime) -> Self {
+        LockRecord::new(std::process::id(), OwnerId::random(), now)
+    }
+
+    /// This record with `fields` added after the ones it has, in order.
+    #[must_use]
+    pub fn with_fields<K, V>(mut self, fields: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.fields
+            .extend(fields.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
     }
 
     /// The field in which a holder declares its `stale` age, in whole
@@ -113,8 +136,10 @@ impl LockRecord {
     }
 }
 
-/// Who holds a lock, as far as its record tells.
+/// Who holds a lock, as far as its record tells. More variants may come:
+/// match it with a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Holder {
     /// A record heldlock (or the reference implementation) wrote.
     Record(LockRecord),
@@ -234,8 +259,10 @@ impl Observed {
     }
 }
 
-/// The result of [`LockBackend::inspect`](crate::LockBackend::inspect).
+/// The result of [`LockBackend::inspect`](crate::LockBackend::inspect). More
+/// variants may come: match it with a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Inspection {
     /// Nobody holds the lock.
     Absent,

@@ -14,8 +14,10 @@ pub struct Now {
     pub instant: Instant,
 }
 
-/// Why a lock was judged stale.
+/// Why a lock was judged stale. More reasons may come: match it with a
+/// wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StaleReason {
     /// Its stamp is older than `stale + max_clock_skew` by our wall clock.
     OldStamp {

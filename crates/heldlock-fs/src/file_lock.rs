@@ -21,7 +21,9 @@ use crate::host::LocalHost;
 /// exit of a same-host holder (a pidfd), and waiters of one process queue
 /// among themselves in call order so that only one of them touches the file
 /// system. A holder on this host, boot and pid namespace that died is broken
-/// at once, without waiting for `stale`.
+/// at once, without waiting for `stale`. (Inotify, pidfds and the pid verdict
+/// are Linux's; elsewhere a waiter polls and a dead holder's lock is broken
+/// once stale.)
 ///
 /// `R` is the runtime that gives the lock its clock and runs its heartbeat;
 /// the adapter crates name it for you (`heldlock_tokio::FileLock` is
@@ -76,7 +78,14 @@ impl<R: Runtime> FileLock<R> {
     ) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
         let timing = options.validate()?;
-        let network = crate::is_network_fs(&path);
+        // Asked of the lock's directory, where the lock file is created: one
+        // `statfs`, where the lock path itself is mostly absent (a failed
+        // call first) or could be a symbolic link, which the backend never
+        // follows but `statfs` would.
+        let network = crate::is_network_fs(match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        });
         let backend = Arc::new(
             FsBackend::new(&path)?
                 .with_lock_timing(&timing)

@@ -66,20 +66,30 @@
 //! process contending on one path exclude each other: both create with
 //! `O_EXCL`, write the same record format and move locks aside the same way.
 //!
-//! This crate is Unix-only.
+//! This crate is Unix-only. Waking waiters at a release (inotify), watching
+//! a holder's exit (pidfd) and judging a same-host holder dead by its pid
+//! (`/proc`) are Linux-only; elsewhere waiters poll and a lock goes by its
+//! heartbeat's age (`docs/architecture.md`, "Platforms").
 #![warn(missing_docs)]
 
 mod backend;
 mod error;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod fallback;
 mod file_lock;
 mod host;
 mod netfs;
 mod offload;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 mod queue;
 pub mod record;
 mod throttle;
 mod vfs;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 mod watch;
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+use fallback::{queue, watch};
 
 pub use backend::{DEFAULT_MARKER_EXPIRY, FsBackend, MAX_READ};
 #[cfg(feature = "safeguard-switches")]

@@ -68,16 +68,9 @@ pub fn encode(record: &LockRecord) -> String {
 /// never panics, whatever the input.
 pub fn decode(bytes: &[u8]) -> Option<LockRecord> {
     let parsed = parse(bytes)?;
-    Some(LockRecord {
-        pid: parsed.pid,
-        owner: OwnerId::from_record(parsed.owner)?,
-        acquired_at: parsed.acquired_at,
-        fields: parsed
-            .fields
-            .filter_map(split_field)
-            .map(|(key, value)| (key.to_owned(), value.to_owned()))
-            .collect(),
-    })
+    let owner = OwnerId::from_record(parsed.owner)?;
+    let fields = parsed.fields.filter_map(split_field);
+    Some(LockRecord::new(parsed.pid, owner, parsed.acquired_at).with_fields(fields))
 }
 
 /// What the content of a file at the lock path is, as far as breaking it
@@ -381,15 +374,8 @@ mod tests {
     const MAX_PROBE: usize = 4096;
 
     fn record(fields: &[(&str, &str)]) -> LockRecord {
-        LockRecord {
-            pid: 4242,
-            owner: OwnerId::random(),
-            acquired_at: UNIX_EPOCH + Duration::from_millis(1_795_777_040_123),
-            fields: fields
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+        let at = UNIX_EPOCH + Duration::from_millis(1_795_777_040_123);
+        LockRecord::new(4242, OwnerId::random(), at).with_fields(fields.iter().copied())
     }
 
     #[test]

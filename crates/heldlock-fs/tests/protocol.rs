@@ -372,7 +372,7 @@ fn a_symlink_at_the_lock_path_is_refused_and_only_a_forced_break_removes_only_th
     // Forced (`heldlock break --force`): observed as it is, never followed.
     let observed = match block_on(backend.inspect_anything()).unwrap() {
         Inspection::Present(observed) => observed,
-        Inspection::Absent => panic!("the link is there"),
+        other => panic!("the link is there: {other:?}"),
     };
     assert_eq!(
         observed.holder,
@@ -443,7 +443,7 @@ fn a_fifo_or_socket_at_the_lock_path_never_blocks_and_only_a_forced_break_remove
             let still_there = exists(&probe);
             let observed = match block_on(backend.inspect_anything()).unwrap() {
                 Inspection::Present(observed) => observed,
-                Inspection::Absent => panic!("the node is there"),
+                other => panic!("the node is there: {other:?}"),
             };
             let unforced = block_on(backend.break_if_unchanged(&observed)).unwrap_err();
             let broke = block_on(backend.break_anything(&observed)).unwrap();
@@ -744,7 +744,7 @@ fn break_never_removes_a_file_that_is_not_a_lock_even_when_told_it_is_breakable(
     let backend = FsBackend::new(&path).unwrap();
     let observed = match block_on(backend.inspect_anything()).unwrap() {
         Inspection::Present(observed) => observed,
-        Inspection::Absent => panic!("the file is there"),
+        other => panic!("the file is there: {other:?}"),
     };
     assert!(!observed.breakable);
     assert_eq!(

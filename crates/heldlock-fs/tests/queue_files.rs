@@ -124,6 +124,13 @@ fn waiters_of_one_user_share_a_private_queue_and_leave_nothing_behind() {
     // One queue for the three processes: its two files, and nothing else.
     assert_eq!(files.len(), 2, "{files:?}");
     assert!(files[0].ends_with(".turn") && files[1].ends_with(".waiters"));
+    // Named as the helpers that look for files left behind expect: else
+    // their "nothing left" could not fail.
+    let prefix = queue_prefix(locks.path());
+    assert!(
+        files.iter().all(|name| name.starts_with(&prefix)),
+        "{files:?}, not {prefix}"
+    );
     for name in &files {
         let meta = std::fs::symlink_metadata(queue.path().join(name)).unwrap();
         assert_eq!(meta.mode() & 0o077, 0, "{name} is open to others");

@@ -30,7 +30,10 @@ impl<V: Vfs> FsBackend<V> {
         ours: Option<&Held<V::File>>,
         is_target: impl FnOnce(&Look) -> bool + Send,
     ) -> Result<Claim, BackendError> {
-        let trash = self.trash_path(purpose);
+        let trash = match ours {
+            Some(held) => self.trash_path_of(purpose, held.pid),
+            None => self.trash_path(purpose),
+        };
         match self.vfs.rename(&self.path, &trash).await {
             Ok(()) => {}
             Err(e) if is_gone(&e) => return Ok(Claim::Absent),
@@ -53,10 +56,14 @@ impl<V: Vfs> FsBackend<V> {
             }
         };
         if is_target(&moved) {
-            self.vfs
-                .unlink(&trash)
-                .await
-                .map_err(|e| self.io(step, "unlink the trash file", e))?;
+            // Gone already: another process's sweep judged the trash by its
+            // modification time, which a stale lock's is, and removed it
+            // between our rename and this unlink. The lock is removed.
+            match self.vfs.unlink(&trash).await {
+                Ok(()) => {}
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(self.io(step, "unlink the trash file", e)),
+            }
             return Ok(Claim::Removed);
         }
         let lock = moved.nature() == Nature::Lock;
@@ -95,10 +102,15 @@ impl<V: Vfs> FsBackend<V> {
         }
         match self.vfs.link(trash, &self.path).await {
             Ok(()) => {
-                self.vfs
-                    .unlink(trash)
-                    .await
-                    .map_err(|e| self.io(step, "unlink the trash file after restoring", e))?;
+                // The lock is back at the path either way; a sweep may have
+                // taken the trash name meanwhile.
+                match self.vfs.unlink(trash).await {
+                    Ok(()) => {}
+                    Err(e) if is_gone(&e) => {}
+                    Err(e) => {
+                        return Err(self.io(step, "unlink the trash file after restoring", e));
+                    }
+                }
                 Ok(Claim::Restored)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !lock => {
@@ -243,7 +255,7 @@ impl<V: Vfs> FsBackend<V> {
                 && moved
                     .content
                     .as_deref()
-                    .is_some_and(|content| record::names_owner(content, owner))
+                    .is_some_and(|content| Self::names_owner(&held, content, owner))
         };
         Ok(
             match self.claim(step, "releasing", Some(&held), is_ours).await? {

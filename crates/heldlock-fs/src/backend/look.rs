@@ -46,7 +46,13 @@ impl<V: Vfs> FsBackend<V> {
         let file = match self.vfs.open_read(path).await {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if is_denied(&e) => return Ok(Some(Look::unread(meta))),
+            Err(e) if is_denied(&e) => {
+                tracing::debug!(
+                    path = %path.display(),
+                    "may not read the file: honoured while present, never broken"
+                );
+                return Ok(Some(Look::unread(meta)));
+            }
             Err(open_err) => {
                 // The file may have been swapped for a symbolic link or a
                 // socket since the lstat (ELOOP, ENXIO): look once more.
@@ -104,7 +110,7 @@ impl<V: Vfs> FsBackend<V> {
         let content = read_sized(held.file.as_ref(), &meta)
             .await
             .map_err(|e| self.io(step, "read the lock file", e))?;
-        Ok(record::names_owner(&content, owner))
+        Ok(Self::names_owner(held, &content, owner))
     }
 
     /// The reference's ownership rule, for [`Safeguards::inode_ownership`]

@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, SystemTime};
@@ -55,6 +56,13 @@ struct Held<F> {
     file: Arc<F>,
     dev: u64,
     ino: u64,
+    /// The process that created it, as its record says: its trash names are
+    /// made without asking the kernel again.
+    pid: u32,
+    /// The record as written: content read back equal to it names the
+    /// owner (every record decodes as it was encoded), which spares the
+    /// ownership checks a parse.
+    written: Arc<[u8]>,
 }
 
 impl<F> Clone for Held<F> {
@@ -63,6 +71,8 @@ impl<F> Clone for Held<F> {
             file: Arc::clone(&self.file),
             dev: self.dev,
             ino: self.ino,
+            pid: self.pid,
+            written: Arc::clone(&self.written),
         }
     }
 }
@@ -107,6 +117,9 @@ pub struct FsBackend<V: Vfs = RealFs> {
     broke: AtomicBool,
     /// A break marker older than this was left by a breaker that died.
     marker_expiry: Duration,
+    /// Whether a marker's age may be judged by our wall clock against its
+    /// modification time (off where clocks are not trusted).
+    marker_wall_clock: bool,
     /// Whether holders take, and waiters probe, the kernel lock.
     kernel_locks: bool,
     /// The marker this backend found in its way, and since when it has seen
@@ -187,6 +200,7 @@ impl<V: Vfs> FsBackend<V> {
             swept_once: AtomicBool::new(false),
             broke: AtomicBool::new(false),
             marker_expiry: DEFAULT_MARKER_EXPIRY,
+            marker_wall_clock: true,
             kernel_locks: true,
             marker_seen: Mutex::new(None),
             #[cfg(feature = "safeguard-switches")]
@@ -232,13 +246,29 @@ impl<V: Vfs> FsBackend<V> {
     /// ([`sweep_trash_older_than`](Self::sweep_trash_older_than)), and a
     /// break marker expires once older than the longest a lock of ours may
     /// look fresh to a peer, `stale + max_clock_skew`
-    /// ([`expire_break_markers_after`](Self::expire_break_markers_after)).
+    /// ([`expire_break_markers_after`](Self::expire_break_markers_after)),
+    /// judged by the wall clock only where `timing.wall_clock_rule` trusts
+    /// it ([`expire_break_markers_by_wall_clock`](Self::expire_break_markers_by_wall_clock)).
     /// The simulator builds its backends with it, so that it checks what
     /// `FileLock` ships.
     #[must_use]
     pub fn with_lock_timing(self, timing: &heldlock_core::Timing) -> Self {
         self.sweep_trash_older_than(timing.stale)
             .expire_break_markers_after(timing.stale.saturating_add(timing.max_clock_skew))
+            .expire_break_markers_by_wall_clock(timing.wall_clock_rule)
+    }
+
+    /// Whether a break marker may count as expired when our wall clock says
+    /// it is older than the expiry (default `true`). Turn it off where the
+    /// hosts' clocks are not trusted (the wall-clock rule off): a clock
+    /// ahead by more than the expiry would take a live breaker's marker for
+    /// an abandoned one, and two breakers would act on one stale lock. A
+    /// marker then expires only once this backend has seen it unchanged for
+    /// the expiry on its monotonic clock.
+    #[must_use]
+    pub fn expire_break_markers_by_wall_clock(mut self, enabled: bool) -> Self {
+        self.marker_wall_clock = enabled;
+        self
     }
 
     /// Whether a holder takes an exclusive kernel lock (`flock`) on its lock
@@ -310,11 +340,24 @@ impl<V: Vfs> FsBackend<V> {
     /// A fresh trash name beside the lock. Unguessable, so that no other
     /// contender can plant anything (a symbolic link, a lock) at it.
     fn trash_path(&self, purpose: &str) -> PathBuf {
-        let mut name = self.file_name.clone();
-        // Unguessable without a system call: see `OwnerId::random`.
-        let id = OwnerId::random().as_str().replace('-', "");
-        name.push(format!(".{purpose}.{id}"));
-        self.dir.join(name)
+        self.trash_path_of(purpose, std::process::id())
+    }
+
+    /// [`trash_path`](Self::trash_path) for the process `pid`, which must be
+    /// ours: the name is unique among processes by it (a child forked
+    /// without `exec` draws the same numbers as its parent otherwise).
+    fn trash_path_of(&self, purpose: &str, pid: u32) -> PathBuf {
+        let id = trash_id(pid).to_be_bytes();
+        let mut name = Vec::with_capacity(self.file_name.len() + TRASH_SUFFIX_MAX);
+        name.extend_from_slice(self.file_name.as_bytes());
+        name.push(b'.');
+        name.extend_from_slice(purpose.as_bytes());
+        name.push(b'.');
+        for byte in id {
+            name.push(HEX[usize::from(byte >> 4)]);
+            name.push(HEX[usize::from(byte & 0xf)]);
+        }
+        self.dir.join(std::ffi::OsStr::from_bytes(&name))
     }
 
     /// Writes the record into a new lock file and stamps it with the
@@ -323,11 +366,11 @@ impl<V: Vfs> FsBackend<V> {
     async fn write_record(
         &self,
         step: Step,
-        file: &V::File,
+        held: &Held<V::File>,
         record: &LockRecord,
     ) -> Result<(), BackendError> {
-        let text = record::encode(record);
-        file.write_all(text.as_bytes())
+        let file = held.file.as_ref();
+        file.write_all(&held.written)
             .await
             .map_err(|e| self.io(step, "write the lock record", e))?;
         file.set_mtime(record.acquired_at)
@@ -383,8 +426,10 @@ impl<V: Vfs> FsBackend<V> {
             file: Arc::new(file),
             dev: meta.dev,
             ino: meta.ino,
+            pid: record.pid,
+            written: Arc::from(record::encode(record).into_bytes()),
         };
-        let written = self.write_record(step, &held.file, record).await;
+        let written = self.write_record(step, &held, record).await;
         if let Err(error) = written {
             self.remove_half_made(&held).await;
             return Err(error);
@@ -473,6 +518,17 @@ impl<V: Vfs> FsBackend<V> {
     /// As [`break_if_unchanged`](LockBackend::break_if_unchanged).
     pub async fn break_anything(&self, observed: &Observed) -> Result<Broke, BackendError> {
         self.do_break(observed, true).await
+    }
+
+    /// Whether `content`, read from `held`'s inode, is a record naming
+    /// `owner`: what [`record::names_owner`] says, without a parse when it
+    /// is exactly the record written.
+    fn names_owner(held: &Held<V::File>, content: &[u8], owner: &OwnerId) -> bool {
+        if content == &*held.written {
+            debug_assert!(record::names_owner(content, owner));
+            return true;
+        }
+        record::names_owner(content, owner)
     }
 
     async fn do_refresh(
@@ -587,6 +643,20 @@ async fn read_sized<F: VfsFile>(file: &F, meta: &Meta) -> io::Result<Vec<u8>> {
         }
     }
     file.read_capped(MAX_READ).await
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// 128 unguessable bits for a trash name: SipHash, keyed once per process
+/// from the operating system's randomness, over a counter and the process
+/// id (as `OwnerId::random` draws its bits, without its UUID formatting and
+/// without a system call).
+fn trash_id(pid: u32) -> u128 {
+    static KEYS: LazyLock<(RandomState, RandomState)> =
+        LazyLock::new(|| (RandomState::new(), RandomState::new()));
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let input = (COUNTER.fetch_add(1, Ordering::Relaxed), pid);
+    (u128::from(KEYS.0.hash_one(input)) << 64) | u128::from(KEYS.1.hash_one(input))
 }
 
 /// Wakes a thread parked in [`block_on`].

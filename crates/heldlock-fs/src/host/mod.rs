@@ -16,12 +16,13 @@
 
 use std::sync::{Arc, OnceLock};
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use rustix::fs::{Mode, OFlags};
 
 use heldlock_core::{ChangeListener, HostProbe, LockRecord};
 
-/// The [`HostProbe`] of this machine (Linux: `/proc`; elsewhere it writes no
-/// fields and never judges a holder dead).
+/// The [`HostProbe`] of this machine (Linux: `/proc`; elsewhere it writes
+/// only `host=`, proves no holder dead and no kernel lock live).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LocalHost;
 
@@ -37,6 +38,10 @@ struct Identity {
 }
 
 /// Our time namespace, as `/proc` tells it.
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android")),
+    allow(dead_code, reason = "read from /proc, on Linux only")
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum TimeNamespace {
     /// The inode of our time namespace.
@@ -88,6 +93,7 @@ fn identity_in(first: &OnceLock<Arc<Identity>>, pid: u32) -> Arc<Identity> {
 /// falls between the two reads). A process that enters another one after
 /// its first lock keeps what it read: its records stay true, but its own
 /// verdicts would read other processes' start times through the new clock.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn read_identity(pid: u32) -> Identity {
     let proc_agrees = proc_self_pid() == Some(pid);
     let pidns = proc_agrees.then(pid_namespace).flatten();
@@ -112,7 +118,22 @@ fn read_identity(pid: u32) -> Identity {
     }
 }
 
+/// Off Linux only the host name: without a boot id no peer shares our host
+/// (no kernel lock proves us alive to it) and none judges us by pid.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn read_identity(pid: u32) -> Identity {
+    Identity {
+        pid,
+        host: host_name(),
+        boot: None,
+        pidns: None,
+        timens: TimeNamespace::Unknown,
+        start: None,
+    }
+}
+
 /// The pid that `/proc` gives this process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn proc_self_pid() -> Option<u32> {
     std::fs::read_link("/proc/self")
         .ok()?
@@ -127,6 +148,7 @@ fn host_name() -> Option<String> {
     valid_value(name).then(|| name.to_owned())
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn boot_id() -> Option<String> {
     let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let id = id.trim();
@@ -135,6 +157,7 @@ fn boot_id() -> Option<String> {
 
 /// The inode number of our pid namespace (`/proc/self/ns/pid` reads as
 /// `pid:[4026531836]`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn pid_namespace() -> Option<String> {
     let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
     namespace_inode(&link, "pid")
@@ -142,6 +165,7 @@ fn pid_namespace() -> Option<String> {
 
 /// Our time namespace (`/proc/self/ns/time` reads as `time:[4026531834]`).
 /// Only asked once `/proc/self/ns` is known to be there.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn time_namespace() -> TimeNamespace {
     match std::fs::read_link("/proc/self/ns/time") {
         Ok(link) => {
@@ -153,6 +177,7 @@ fn time_namespace() -> TimeNamespace {
 }
 
 /// The inode number in a namespace link `<kind>:[<inode>]`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn namespace_inode(link: &std::path::Path, kind: &str) -> Option<String> {
     let inode = link
         .to_str()?
@@ -168,6 +193,7 @@ fn valid_value(value: &str) -> bool {
 }
 
 /// What `/proc/<pid>/stat` says about a process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[derive(Debug, PartialEq, Eq)]
 struct ProcStat {
     state: char,
@@ -178,6 +204,7 @@ struct ProcStat {
     start: u64,
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 impl ProcStat {
     /// Whether the whole process has exited (a zombie not yet reaped).
     fn exited(&self) -> bool {
@@ -191,11 +218,13 @@ impl ProcStat {
 /// In one `read` into a buffer that holds any stat line: a waiter asks this
 /// about every new holder it looks at, and `read_to_string` would grow its
 /// buffer through five reads (a `/proc` file reports its size as zero).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn proc_stat(pid: u32) -> std::io::Result<ProcStat> {
     read_stat(&format!("/proc/{pid}/stat"))
 }
 
 /// Reads and parses a stat file of `/proc`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn read_stat(path: &str) -> std::io::Result<ProcStat> {
     let file = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut buffer = [0u8; 2048];
@@ -215,12 +244,16 @@ fn read_stat(path: &str) -> std::io::Result<ProcStat> {
 
 /// The start time of `pid` (clock ticks since boot), if it exists (a zombie
 /// included).
-#[cfg(test)]
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
     proc_stat(pid).ok().map(|stat| stat.start)
 }
 
 /// What this host can prove about a process.
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android")),
+    allow(dead_code, reason = "proven through /proc, on Linux only")
+)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Liveness {
     /// It runs, started at the expected time.
@@ -233,6 +266,7 @@ pub(crate) enum Liveness {
 
 /// Whether the process `pid` that started at `start` (clock ticks since
 /// boot) still runs.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn liveness(pid: u32, start: u64) -> Liveness {
     match proc_stat(pid) {
         // `/proc` hides other users' processes when mounted with
@@ -252,10 +286,17 @@ pub(crate) fn liveness(pid: u32, start: u64) -> Liveness {
     }
 }
 
+/// Off Linux there is no `/proc` to tell.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn liveness(_pid: u32, _start: u64) -> Liveness {
+    Liveness::Unknown
+}
+
 /// Whether the kernel says that no process `pid` exists (a signal 0 fails
 /// with `ESRCH`; `EPERM` means it exists under another user). A pid beyond
 /// `i32` cannot exist; pid 0 is not asked about (a signal to pid 0 goes to
 /// our own process group).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn no_such_process(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return true;
@@ -268,6 +309,7 @@ fn no_such_process(pid: u32) -> bool {
 
 /// `pid (comm) state ppid ...`: `comm` may hold spaces and parentheses, so
 /// the fields are counted from the last `)`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn parse_stat(text: &str) -> Option<ProcStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
@@ -367,5 +409,5 @@ impl HostProbe for LocalHost {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
 mod tests;

@@ -110,24 +110,70 @@ impl fmt::Display for NoQueue {
 }
 
 /// The name of the queue of the lock at `lock` (its files add a suffix):
-/// after the lock's directory by device and inode (every path to it agrees)
-/// and a stable hash of the lock's file name. The queue directory is not the
-/// lock's, so that the lock's directory holds nothing but locks, and so that
-/// the queue stays on this host even when the lock is on a network file
-/// system. `None` when the lock's directory cannot be found.
+/// after the lock's directory by device, inode number and birth time (every
+/// path to it agrees) and a stable hash of the lock's file name. The queue
+/// directory is not the lock's, so that the lock's directory holds nothing
+/// but locks, and so that the queue stays on this host even when the lock is
+/// on a network file system. `None` when the lock's directory cannot be
+/// found.
+///
+/// The birth time is there because an inode number names a directory only
+/// while it exists: a file system hands a removed directory's number to the
+/// next directory made (ext4 at once: of 200 temporary directories made and
+/// removed in turn, 199 got the first one's number). Named by device and
+/// inode alone, the locks of a new directory shared the queue of a removed
+/// one, and a process still in that queue (stopped, slow to see the
+/// removal, or waiting on a directory made again at the same path, whose
+/// queue it keeps) held their turn: their waiters, followers that do not
+/// watch, slept through every release until their poll. Where the file
+/// system reports no birth time (NFS, some FUSE file systems), or `statx` is
+/// missing, the name has device and inode alone.
 pub(super) fn queue_name(lock: &Path) -> Option<String> {
     let name = lock.file_name()?;
     let dir = match lock.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let dir = rustix::fs::stat(dir).ok()?;
-    Some(format!(
-        "heldlock-{:x}-{:x}-{:016x}",
-        dir.st_dev,
-        dir.st_ino,
-        crate::record::stable_hash(crate::record::FNV_OFFSET_BASIS, name.as_bytes()),
-    ))
+    let (dev, ino, born) = dir_identity(dir)?;
+    Some(name_of(dev, ino, born, name.as_bytes()))
+}
+
+/// A birth time: seconds since the epoch and nanoseconds.
+pub(super) type Born = (i64, u32);
+
+/// The device, inode number and, where the file system reports it, birth
+/// time of the directory at `dir`, a symbolic link followed as in any path
+/// to the lock.
+fn dir_identity(dir: &Path) -> Option<(u64, u64, Option<Born>)> {
+    let wanted = rustix::fs::StatxFlags::INO | rustix::fs::StatxFlags::BTIME;
+    match rustix::fs::statx(rustix::fs::CWD, dir, AtFlags::empty(), wanted) {
+        Ok(stat) => {
+            let born = (stat.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
+                .then_some((stat.stx_btime.tv_sec, stat.stx_btime.tv_nsec));
+            // Encoded as `stat`'s `st_dev`, which names queues where
+            // `statx` is missing.
+            let dev = rustix::fs::makedev(stat.stx_dev_major, stat.stx_dev_minor);
+            Some((dev, stat.stx_ino, born))
+        }
+        // Linux before 4.11, or a sandbox that refuses `statx` (a missing
+        // directory fails this too).
+        Err(_) => {
+            let stat = rustix::fs::stat(dir).ok()?;
+            Some((stat.st_dev, stat.st_ino, None))
+        }
+    }
+}
+
+/// A queue's name from its lock's directory (device, inode number, birth
+/// time if known) and file name: `heldlock-<dev>-<ino>[-<born>]-<hash>`, all
+/// hexadecimal, `<born>` the seconds and then the nanoseconds in eight
+/// digits (below 10^9, so the two never run together).
+pub(super) fn name_of(dev: u64, ino: u64, born: Option<Born>, lock_name: &[u8]) -> String {
+    let hash = crate::record::stable_hash(crate::record::FNV_OFFSET_BASIS, lock_name);
+    match born {
+        Some((secs, nanos)) => format!("heldlock-{dev:x}-{ino:x}-{secs:x}{nanos:08x}-{hash:016x}"),
+        None => format!("heldlock-{dev:x}-{ino:x}-{hash:016x}"),
+    }
 }
 
 /// How many times [`join`] starts over after finding the queue files
@@ -393,7 +439,14 @@ pub(super) fn is_queue_name(name: &str) -> bool {
     };
     let parts: Vec<&str> = rest.split('-').collect();
     let hex = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_hexdigit());
-    matches!(parts.as_slice(), [dev, ino, hash] if hex(dev) && hex(ino) && hash.len() == 16 && hex(hash))
+    let hash = |part: &str| part.len() == 16 && hex(part);
+    // Without a birth time too: a directory's that reports none, or one
+    // left by an older heldlock.
+    match parts.as_slice() {
+        [dev, ino, name] => hex(dev) && hex(ino) && hash(name),
+        [dev, ino, born, name] => hex(dev) && hex(ino) && hex(born) && hash(name),
+        _ => false,
+    }
 }
 
 /// Opens (creating it if missing) the queue file `name` in `dir`.

@@ -16,12 +16,11 @@ pub(crate) use futures::executor::block_on;
 /// A record with a fixed, whole-second stamp, so equality survives any file
 /// system's timestamp granularity.
 pub(crate) fn record_at(secs: u64) -> LockRecord {
-    LockRecord {
-        pid: 4242,
-        owner: OwnerId::random(),
-        acquired_at: UNIX_EPOCH + Duration::from_secs(secs),
-        fields: Vec::new(),
-    }
+    LockRecord::new(
+        4242,
+        OwnerId::random(),
+        UNIX_EPOCH + Duration::from_secs(secs),
+    )
 }
 
 pub(crate) fn rec() -> LockRecord {
@@ -36,17 +35,32 @@ pub(crate) fn long_ago() -> SystemTime {
 pub(crate) fn observe<B: LockBackend>(backend: &B) -> Observed {
     match block_on(backend.inspect()).unwrap() {
         Inspection::Present(observed) => observed,
-        Inspection::Absent => panic!("expected a lock at {}", backend.resource()),
+        other => panic!("expected a lock at {}: {other:?}", backend.resource()),
     }
 }
 
-/// The names in `dir` that look like protocol trash.
+/// What the lock protocol names the files it makes beside a lock
+/// `<name>` (`src/backend`): `<name>.releasing.<id>` and
+/// `<name>.breaking.<id>`, the trash of a release or a break (also the
+/// fresh marker a breaker swaps in for an expired one);
+/// `<name>.displaced.<id>`, a file that is not a lock, moved off the lock
+/// path by mistake and kept for a person; `<name>.break.<hash>`, a break
+/// marker. (`.break.` does not match `.breaking.`: the dot after it.)
+pub(crate) const PROTOCOL_FILE_KINDS: [&str; 4] =
+    [".releasing.", ".breaking.", ".displaced.", ".break."];
+
+/// The names in `dir` of files the lock protocol made beside a lock:
+/// trash, displaced files and break markers (see [`PROTOCOL_FILE_KINDS`]).
+/// A step that completed leaves none of them; a test that expects one
+/// says which.
 pub(crate) fn trash_in(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
+    let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".breaking.") || n.contains(".releasing."))
-        .collect()
+        .filter(|n| PROTOCOL_FILE_KINDS.iter().any(|kind| n.contains(kind)))
+        .collect();
+    names.sort();
+    names
 }
 
 /// The directory this process's waiter queue files go to, found as
@@ -66,13 +80,34 @@ pub(crate) fn queue_dir() -> PathBuf {
     std::env::temp_dir().join(format!("heldlock-{euid}"))
 }
 
-/// The waiter queue files left in [`queue_dir`] for locks in `lock_dir`
-/// (named after its device and inode). A queue thread may drop its
-/// process's place just after its waiter's listener went: files are looked
-/// for again for up to a few seconds before they count as left.
-pub(crate) fn queue_files_left(lock_dir: &Path) -> Vec<String> {
+/// The start of the names of the waiter queues of the locks in `lock_dir`,
+/// as heldlock-fs names them: after the directory's device, inode number
+/// and birth time where the file system reports one (an inode number alone
+/// goes to the next directory made once this one is removed, and so would
+/// match that directory's queues too).
+pub(crate) fn queue_prefix(lock_dir: &Path) -> String {
     let meta = fs::metadata(lock_dir).unwrap();
-    let prefix = format!("heldlock-{:x}-{:x}-", meta.dev(), meta.ino());
+    let (dev, ino) = (meta.dev(), meta.ino());
+    match meta
+        .created()
+        .ok()
+        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+    {
+        Some(born) => format!(
+            "heldlock-{dev:x}-{ino:x}-{:x}{:08x}-",
+            born.as_secs(),
+            born.subsec_nanos()
+        ),
+        None => format!("heldlock-{dev:x}-{ino:x}-"),
+    }
+}
+
+/// The waiter queue files left in [`queue_dir`] for locks in `lock_dir`
+/// (see [`queue_prefix`]). A queue thread may drop its process's place just
+/// after its waiter's listener went: files are looked for again for up to a
+/// few seconds before they count as left.
+pub(crate) fn queue_files_left(lock_dir: &Path) -> Vec<String> {
+    let prefix = queue_prefix(lock_dir);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left: Vec<String> = match fs::read_dir(queue_dir()) {

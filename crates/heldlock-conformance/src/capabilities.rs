@@ -8,20 +8,27 @@ use std::time::Duration;
 /// half of it, or the checks could not tell one stamp from the next.
 pub const STAMP_STEP: Duration = Duration::from_secs(10);
 
+/// How long [`Capabilities::new`] lets a listener take to complete after the
+/// change it must report (see [`Capabilities::notify_within`]).
+pub const DEFAULT_NOTIFY_WITHIN: Duration = Duration::from_secs(10);
+
 /// What a backend declares about its optional behaviours and its stamps.
 ///
 /// Start from [`Capabilities::new`] (nothing optional, exact stamps) and
 /// claim what the backend does. A claim never lets a backend skip a mandatory
-/// check: a claimed behaviour is checked, and one that is present but not
-/// claimed is reported (see [`check_release_blocking`](crate::check_release_blocking)).
+/// check: a claimed behaviour is checked, and a claimed one that is missing
+/// fails. `release_blocking` that is present but not claimed is reported
+/// too (see [`check_release_blocking`](crate::check_release_blocking)); an
+/// unclaimed `listen` skips [`check_listen`](crate::check_listen).
 ///
 /// ```
 /// use heldlock_conformance::Capabilities;
 ///
 /// let capabilities = Capabilities::new().with_release_blocking(true);
 /// assert!(capabilities.release_blocking);
+/// assert!(!capabilities.listen);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
     /// [`LockBackend::release_blocking`](heldlock_core::LockBackend::release_blocking)
@@ -39,6 +46,23 @@ pub struct Capabilities {
     /// two observations of an unchanged lock are always exact, since
     /// `break_if_unchanged` relies on them.
     pub stamp_tolerance: Duration,
+    /// [`LockBackend::listen`](heldlock_core::LockBackend::listen) returns
+    /// `Some`: the backend notifies waiters when the lock may have become
+    /// free. Claimed, it is checked by [`check_listen`](crate::check_listen);
+    /// not claimed, that check is skipped.
+    pub listen: bool,
+    /// How long a listener may take to complete after the release or break
+    /// it must report ([`DEFAULT_NOTIFY_WITHIN`] by default). Only
+    /// [`check_listen`](crate::check_listen) waits, and only this long at
+    /// most: a listener that completes sooner ends the wait at once.
+    pub notify_within: Duration,
+}
+
+impl Default for Capabilities {
+    /// The same as [`Capabilities::new`].
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Capabilities {
@@ -47,6 +71,8 @@ impl Capabilities {
         Capabilities {
             release_blocking: false,
             stamp_tolerance: Duration::ZERO,
+            listen: false,
+            notify_within: DEFAULT_NOTIFY_WITHIN,
         }
     }
 
@@ -64,10 +90,25 @@ impl Capabilities {
         self
     }
 
+    /// Sets [`listen`](Self::listen).
+    #[must_use]
+    pub const fn with_listen(mut self, yes: bool) -> Self {
+        self.listen = yes;
+        self
+    }
+
+    /// Sets [`notify_within`](Self::notify_within).
+    #[must_use]
+    pub const fn with_notify_within(mut self, limit: Duration) -> Self {
+        self.notify_within = limit;
+        self
+    }
+
     /// Whether `capability` is claimed.
     pub const fn has(&self, capability: Capability) -> bool {
         match capability {
             Capability::ReleaseBlocking => self.release_blocking,
+            Capability::Listen => self.listen,
         }
     }
 }
@@ -79,12 +120,15 @@ impl Capabilities {
 pub enum Capability {
     /// [`Capabilities::release_blocking`].
     ReleaseBlocking,
+    /// [`Capabilities::listen`].
+    Listen,
 }
 
 impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Capability::ReleaseBlocking => "release_blocking",
+            Capability::Listen => "listen",
         })
     }
 }

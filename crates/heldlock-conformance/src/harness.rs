@@ -90,18 +90,20 @@ impl Cx {
     /// A record with a fresh owner id, stamped `at`, with two fields, so that a
     /// backend that drops or reorders fields is caught.
     pub(crate) fn record(&self, pid: u32, at: SystemTime) -> LockRecord {
-        LockRecord {
-            pid,
-            owner: OwnerId::random(),
-            acquired_at: at,
-            fields: vec![
-                ("host".to_owned(), "conformance.invalid".to_owned()),
-                ("check".to_owned(), self.check.to_owned()),
-            ],
-        }
+        LockRecord::new(pid, OwnerId::random(), at)
+            .with_fields([("host", "conformance.invalid"), ("check", self.check)])
     }
 
     // ---- failures ----------------------------------------------------------
+
+    /// The check cannot go on for a reason that is not the backend's answer
+    /// (the suite itself could not do something).
+    pub(crate) fn cannot_run(&self, problem: String) -> Failure {
+        Failure::Misconfigured {
+            check: self.check,
+            problem,
+        }
+    }
 
     pub(crate) fn mismatch(&self, step: &str, expected: String, found: String) -> Failure {
         Failure::Mismatch {
@@ -220,6 +222,7 @@ impl Cx {
                 "Absent".into(),
                 format!("Present({})", self.show_observed(&found)),
             )),
+            other => Err(self.mismatch(step, "Absent".into(), format!("{other:?}"))),
         }
     }
 
@@ -240,8 +243,8 @@ impl Cx {
             )
         };
         let observed = match self.inspect(handle, step).await? {
-            Inspection::Absent => return Err(self.mismatch(step, expected(), "Absent".into())),
             Inspection::Present(observed) => observed,
+            other => return Err(self.mismatch(step, expected(), format!("{other:?}"))),
         };
         let mut differs = match observed.holder.record() {
             Some(found) => self.record_differences(record, found),
@@ -281,7 +284,7 @@ impl Cx {
                 expected(),
                 format!("Present({})", self.show_observed(&found)),
             )),
-            Inspection::Absent => Err(self.mismatch(step, expected(), "Absent".into())),
+            other => Err(self.mismatch(step, expected(), format!("{other:?}"))),
         }
     }
 

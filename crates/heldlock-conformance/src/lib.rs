@@ -38,7 +38,8 @@
 //!    implement both traits; [`SharedClones`] covers backends whose clones
 //!    share one lock.
 //! 2. **Declare what it can do.** Start from [`Capabilities::new`] and claim
-//!    `release_blocking` if `release_blocking` returns `Some`, and a
+//!    `release_blocking` if `release_blocking` returns `Some`, `listen` if
+//!    `listen` returns `Some` (on the machine the tests run on), and a
 //!    `stamp_tolerance` if your stamps are coarser than one second.
 //! 3. **Run everything in a test**, in the runtime your backend needs:
 //!    `let report = run_all(&factory, capabilities).await;` then
@@ -59,27 +60,36 @@
 //! a current, a pre-refresh, a replaced and an absent observation; refresh
 //! and release after a replacement; a new identity per lock instance even
 //! with identical content; a create race with exactly one winner;
-//! `release_blocking`; and, for backends that claim it, ownership by
-//! instance.
+//! `release_blocking`; ownership by instance; change notifications
+//! (`listen`) after a release and after a break, for backends that claim
+//! them; and cancel safety: a `try_create` or a `release` dropped at each of
+//! its await points in turn leaves either nothing done or the step done, never
+//! a lock that nobody owns.
 //!
 //! # Time
 //!
 //! No check sleeps. Each reads the wall clock once, truncates it to whole
 //! seconds (`t0`) and writes only explicit stamps `t0 + n` ×
 //! [`STAMP_STEP`] (as `LockRecord::acquired_at` and as the `now` of
-//! `refresh`). Failure messages show stamps relative to `t0`.
+//! `refresh`). Failure messages show stamps relative to `t0`. Only
+//! [`check_listen`] waits in real time, for a notification, and at most
+//! [`Capabilities::notify_within`]; it starts a short-lived thread to end
+//! that wait, since the suite has no runtime timer.
 #![warn(missing_docs)]
 
+mod cancel;
 mod capabilities;
 mod checks;
 mod factory;
 mod harness;
+mod listen;
 mod report;
 
 use std::fmt;
 use std::future::Future;
 
-pub use capabilities::{Capabilities, Capability, STAMP_STEP};
+pub use cancel::{MAX_CANCEL_POINTS, check_cancel_create, check_cancel_release};
+pub use capabilities::{Capabilities, Capability, DEFAULT_NOTIFY_WITHIN, STAMP_STEP};
 pub use checks::{
     RACERS, check_break_absent, check_break_after_refresh, check_break_current,
     check_break_replaced, check_copied_record_not_ours, check_create_exists, check_create_race,
@@ -89,6 +99,7 @@ pub use checks::{
     check_release_by_owner, check_release_by_stranger,
 };
 pub use factory::{BackendFactory, Resource, SharedClones};
+pub use listen::check_listen;
 pub use report::{Failure, Outcome, Report};
 
 use harness::BoxFuture;
@@ -273,6 +284,24 @@ pub const CHECKS: &[Check] = &[
         check_copied_record_not_ours,
         None,
         "a lock a peer re-created with a copy of our record is not ours: refresh Lost, release NotOurs"
+    ),
+    check!(
+        "listen",
+        check_listen,
+        Some(Capability::Listen),
+        "a listener taken before a release or a break completes after it, even if first polled after it"
+    ),
+    check!(
+        "cancel_create",
+        check_cancel_create,
+        None,
+        "try_create dropped at each await point leaves no lock or the creator's, which it can release; nothing else"
+    ),
+    check!(
+        "cancel_release",
+        check_cancel_release,
+        None,
+        "release dropped at each await point leaves the owner's lock untouched (still refreshable) or removed"
     ),
 ];
 

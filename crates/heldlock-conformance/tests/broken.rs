@@ -2,216 +2,18 @@
 //! make `run_all` report exactly the checks that catch each fault.
 #![allow(clippy::unwrap_used)]
 
-use std::time::SystemTime;
+mod faulty;
 
-use async_trait::async_trait;
 use futures::executor::block_on;
 use heldlock_conformance::{
     BackendFactory, Capabilities, Failure, Outcome, Report, Resource, SharedClones, run_all,
 };
-use heldlock_core::{
-    BackendError, Broke, Created, Holder, Identity, Inspection, LockBackend, LockRecord,
-    MemoryBackend, Observed, OwnerId, Refreshed, Released,
-};
+use heldlock_core::{BackendError, MemoryBackend};
 
-/// One way to get the contract wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    /// `release` and `release_blocking` remove whatever lock is there.
-    ReleaseIgnoresOwner,
-    /// `break_if_unchanged` removes whatever lock is there.
-    BreakIgnoresObservation,
-    /// `refresh` re-stamps whatever lock is there.
-    RefreshIgnoresOwner,
-    /// `refresh` says `Refreshed` but does not move the stamp.
-    RefreshKeepsStamp,
-    /// `try_create` overwrites an existing lock.
-    CreateOverwrites,
-    /// Identities name the content, not the instance (a copied record with
-    /// the same stamp looks like the same lock).
-    IdentityByContent,
-    /// The record read back loses its `key=value` fields.
-    DropsFields,
-    /// `inspect` reports a lock where there is none.
-    InspectInventsALock,
-    /// `release` by the owner says `Released` but leaves the lock in place.
-    ReleaseKeepsTheLock,
-    /// `refresh` of a released lock says `Refreshed`.
-    RefreshRevivesAReleasedLock,
-    /// `break_if_unchanged` never breaks, even the very lock observed.
-    BreakNeverBreaks,
-    /// `break_if_unchanged` with no lock there says `Broken`.
-    BreakOfNothingSaysBroken,
-}
-
-/// Every fault, for the test that every check catches one.
-const FAULTS: [Fault; 12] = [
-    Fault::ReleaseIgnoresOwner,
-    Fault::BreakIgnoresObservation,
-    Fault::RefreshIgnoresOwner,
-    Fault::RefreshKeepsStamp,
-    Fault::CreateOverwrites,
-    Fault::IdentityByContent,
-    Fault::DropsFields,
-    Fault::InspectInventsALock,
-    Fault::ReleaseKeepsTheLock,
-    Fault::RefreshRevivesAReleasedLock,
-    Fault::BreakNeverBreaks,
-    Fault::BreakOfNothingSaysBroken,
-];
-
-/// `MemoryBackend` with one fault.
-#[derive(Clone, Debug)]
-struct Faulty {
-    inner: MemoryBackend,
-    fault: Fault,
-}
-
-impl Faulty {
-    /// Removes any lock: `Released` where the real backend says `NotOurs`.
-    fn release_any(&self, owner: &OwnerId) -> Result<Released, BackendError> {
-        match self.inner.release_blocking(owner) {
-            Some(Ok(Released::NotOurs)) => {
-                self.inner.remove();
-                Ok(Released::Released)
-            }
-            Some(other) => other,
-            None => unreachable!("MemoryBackend releases without awaiting"),
-        }
-    }
-
-    async fn present(&self) -> Result<Option<Observed>, BackendError> {
-        Ok(match self.inner.inspect().await? {
-            Inspection::Present(observed) => Some(observed),
-            Inspection::Absent => None,
-        })
-    }
-
-    fn distort(&self, mut observed: Observed) -> Observed {
-        match self.fault {
-            Fault::IdentityByContent => observed.identity = Identity::new(b"content".to_vec()),
-            Fault::DropsFields => {
-                if let Holder::Record(record) = &mut observed.holder {
-                    record.fields.clear();
-                }
-            }
-            _ => {}
-        }
-        observed
-    }
-}
-
-#[async_trait]
-impl LockBackend for Faulty {
-    fn resource(&self) -> String {
-        self.inner.resource()
-    }
-
-    async fn try_create(&self, record: &LockRecord) -> Result<Created, BackendError> {
-        if self.fault == Fault::CreateOverwrites {
-            self.inner.remove();
-        }
-        self.inner.try_create(record).await
-    }
-
-    async fn inspect(&self) -> Result<Inspection, BackendError> {
-        Ok(match self.inner.inspect().await? {
-            Inspection::Present(observed) => Inspection::Present(self.distort(observed)),
-            Inspection::Absent if self.fault == Fault::InspectInventsALock => {
-                Inspection::Present(Observed::new(
-                    Holder::Foreign {
-                        summary: "invented".into(),
-                    },
-                    Identity::new(b"invented".to_vec()),
-                    SystemTime::UNIX_EPOCH,
-                ))
-            }
-            Inspection::Absent => Inspection::Absent,
-        })
-    }
-
-    async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
-        match self.fault {
-            Fault::RefreshIgnoresOwner if self.present().await?.is_some() => {
-                self.inner.set_refreshed_at(now);
-                Ok(Refreshed::Refreshed)
-            }
-            Fault::RefreshKeepsStamp => {
-                let ours = self
-                    .present()
-                    .await?
-                    .is_some_and(|o| o.holder.record().is_some_and(|r| &r.owner == owner));
-                Ok(if ours {
-                    Refreshed::Refreshed
-                } else {
-                    Refreshed::Lost
-                })
-            }
-            Fault::RefreshRevivesAReleasedLock if self.present().await?.is_none() => {
-                Ok(Refreshed::Refreshed)
-            }
-            _ => self.inner.refresh(owner, now).await,
-        }
-    }
-
-    async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
-        let Some(current) = self.present().await? else {
-            return Ok(if self.fault == Fault::BreakOfNothingSaysBroken {
-                Broke::Broken
-            } else {
-                Broke::Absent
-            });
-        };
-        match self.fault {
-            Fault::BreakNeverBreaks => Ok(Broke::Changed),
-            Fault::BreakIgnoresObservation => {
-                self.inner.remove();
-                Ok(Broke::Broken)
-            }
-            // Compare as the faulty identity sees it, then break what is there.
-            Fault::IdentityByContent | Fault::DropsFields => {
-                if self.distort(current.clone()) == *observed {
-                    self.inner.break_if_unchanged(&current).await
-                } else {
-                    Ok(Broke::Changed)
-                }
-            }
-            _ => self.inner.break_if_unchanged(observed).await,
-        }
-    }
-
-    async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
-        match self.fault {
-            Fault::ReleaseIgnoresOwner => self.release_any(owner),
-            Fault::ReleaseKeepsTheLock => Ok(Released::Released),
-            _ => self.inner.release(owner).await,
-        }
-    }
-
-    fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
-        match self.fault {
-            Fault::ReleaseIgnoresOwner => Some(self.release_any(owner)),
-            Fault::ReleaseKeepsTheLock => Some(Ok(Released::Released)),
-            _ => self.inner.release_blocking(owner),
-        }
-    }
-}
-
-fn run(fault: Fault) -> Report {
-    let factory = move || -> Result<Box<dyn Resource>, BackendError> {
-        Ok(Box::new(SharedClones(Faulty {
-            inner: MemoryBackend::new(format!("{fault:?}")),
-            fault,
-        })))
-    };
-    block_on(run_all(
-        &factory,
-        Capabilities::new().with_release_blocking(true),
-    ))
-}
+use faulty::{FAULTS, Fault, run};
 
 fn assert_fails(fault: Fault, expected: &[&str]) -> Report {
-    let report = run(fault);
+    let report = run(Some(fault));
     assert!(!report.passed(), "{fault:?} passed:\n{report}");
     assert_eq!(report.failed_checks(), expected, "{fault:?}:\n{report}");
     report
@@ -290,7 +92,7 @@ fn identity_by_content_is_caught() {
 
 #[test]
 fn dropped_fields_are_caught() {
-    let report = run(Fault::DropsFields);
+    let report = run(Some(Fault::DropsFields));
     // Every check that reads back a record it wrote fails; only the two that
     // never see a present lock pass.
     let passed: Vec<_> = report
@@ -328,6 +130,9 @@ fn a_lock_invented_by_inspect_is_caught() {
             "break_current",
             "break_absent",
             "release_blocking",
+            "listen",
+            "cancel_create",
+            "cancel_release",
         ],
     );
 }
@@ -348,6 +153,8 @@ fn a_release_that_keeps_the_lock_is_caught() {
             "identity_per_instance",
             "release_blocking",
             "copied_record_not_ours",
+            "listen",
+            "cancel_release",
         ],
     );
 }
@@ -370,6 +177,7 @@ fn a_break_that_never_breaks_is_caught() {
             "release_after_replacement",
             "release_blocking",
             "copied_record_not_ours",
+            "listen",
         ],
     );
 }
@@ -379,13 +187,74 @@ fn a_break_of_nothing_that_says_broken_is_caught() {
     assert_fails(Fault::BreakOfNothingSaysBroken, &["break_absent"]);
 }
 
+#[test]
+fn the_fault_free_faulty_backend_passes() {
+    // The failures above come from the faults, not from the wrapper.
+    let report = run(None);
+    assert!(report.passed(), "{report}");
+    assert!(
+        report.outcomes().all(|(_, o)| matches!(o, Outcome::Passed)),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_listener_that_never_fires_is_caught() {
+    let report = assert_fails(Fault::ListenNeverFires, &["listen"]);
+    let message = report.failures().next().unwrap().to_string();
+    assert!(
+        message.contains("taken before A's release and first polled after it"),
+        "{message}"
+    );
+    assert!(message.contains("still pending after 100ms"), "{message}");
+}
+
+#[test]
+fn a_listener_that_subscribes_late_is_caught() {
+    let report = assert_fails(Fault::ListenSubscribesLate, &["listen"]);
+    let message = report.failures().next().unwrap().to_string();
+    assert!(message.contains("first polled after it"), "{message}");
+}
+
+#[test]
+fn a_break_that_wakes_no_listener_is_caught() {
+    let report = assert_fails(Fault::ListenMissesBreak, &["listen"]);
+    let message = report.failures().next().unwrap().to_string();
+    assert!(
+        message.contains("B's listener, taken before C's break"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_create_that_is_not_cancel_safe_is_caught() {
+    let report = assert_fails(Fault::CreateNotCancelSafe, &["cancel_create"]);
+    let message = report.failures().next().unwrap().to_string();
+    assert!(
+        message.contains("after A's try_create was dropped after 1 polls"),
+        "{message}"
+    );
+    assert!(message.contains("being created"), "{message}");
+}
+
+#[test]
+fn a_release_that_is_not_cancel_safe_is_caught() {
+    let report = assert_fails(Fault::ReleaseNotCancelSafe, &["cancel_release"]);
+    let message = report.failures().next().unwrap().to_string();
+    assert!(
+        message.contains("after A's release was dropped after 1 polls"),
+        "{message}"
+    );
+    assert!(message.contains("being released"), "{message}");
+}
+
 /// Every check of the suite catches at least one of the faults above: a
 /// check that no broken backend fails could not fail at all.
 #[test]
 fn every_check_catches_some_fault() {
     let mut caught = std::collections::BTreeSet::new();
     for fault in FAULTS {
-        caught.extend(run(fault).failed_checks());
+        caught.extend(run(Some(fault)).failed_checks());
     }
     let uncaught: Vec<&str> = heldlock_conformance::CHECKS
         .iter()
@@ -430,7 +299,11 @@ fn factory_errors_name_the_check() {
             source: "no space left".into(),
         })
     };
-    let report = block_on(run_all(&factory, Capabilities::new()));
+    // Everything claimed, so that no check is skipped: every one fails.
+    let claimed = Capabilities::new()
+        .with_release_blocking(true)
+        .with_listen(true);
+    let report = block_on(run_all(&factory, claimed));
     assert_eq!(
         report.failed_checks().len(),
         heldlock_conformance::CHECKS.len()

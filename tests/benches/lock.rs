@@ -1,13 +1,25 @@
 //! `cargo xtask bench lock`: the held file lock, in one run, on tmpfs
-//! (`/dev/shm` when it is there, else the system temporary directory).
+//! (`/dev/shm` when it is there, else the system temporary directory; set
+//! `HELDLOCK_BENCH_IN` to a directory to measure on its file system instead).
 //!
 //! Uncontended, with criterion (one acquire + release pair per iteration):
-//! * `heldlock`: `FileLock` on a current-thread tokio runtime (the whole
-//!   stack: core machine, record, heartbeat task spawned and stopped);
-//! * `protocol_floor`: the same protocol's bare syscall sequence (what
+//! * `heldlock`: one `FileLock` on a current-thread tokio runtime, reused for
+//!   every pair (the whole stack: core machine, record, heartbeat task
+//!   spawned and stopped);
+//! * `heldlock_new`: a new `FileLock` per pair, as a caller that makes one
+//!   per call does (the reference's usage), same runtime;
+//! * `heldlock_new_mt`: the same on a multi-thread tokio runtime with one
+//!   worker, each pair driven by `block_on` from outside the runtime, so that
+//!   the heartbeat task runs on another thread;
+//! * `protocol_floor`: heldlock's protocol as its bare system calls (13: what
 //!   `FsBackend` issues for one create and one release, see
 //!   `heldlock_tests::floor`), no logic;
+//! * `reference_floor`: the reference's protocol as its bare system calls (7);
 //! * `flock`: `File::lock` + `File::unlock` on an open file (the kernel's lock).
+//!
+//! Then `lock/directory/{0,10000,1000000}_entries`: `heldlock_new` with that
+//! many other files beside the lock (made once per case with one `open` +
+//! `close` each, and removed after it).
 //!
 //! Contended, with real processes (`heldlock-test-worker increment`): P = 2, 4
 //! and 8 processes each do K read-modify-write increments of a counter file
@@ -24,24 +36,38 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput};
 use heldlock_core::LockOptions;
-use heldlock_tests::floor::{Floor, bench_dir};
-use heldlock_tokio::TokioRuntime;
+use heldlock_tests::floor::{Floor, ReferenceFloor, bench_dir, fill_dir};
+use heldlock_tokio::{FileLock, TokioRuntime};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_heldlock-test-worker");
+
+fn options() -> LockOptions {
+    LockOptions::new(Duration::from_secs(30))
+}
+
+/// One pair with a new `FileLock`, as `block_on` from outside `runtime`.
+fn new_lock_pair(runtime: &tokio::runtime::Runtime, path: &Path) {
+    runtime.block_on(async {
+        let lock = FileLock::new(path, options()).unwrap();
+        let held = lock.acquire().await.unwrap();
+        held.release().await.unwrap();
+    })
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
 
 fn uncontended(c: &mut Criterion, dir: &Path) {
     let mut group = c.benchmark_group("lock/uncontended");
     group.throughput(Throughput::Elements(1));
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let lock = heldlock_fs::FileLock::<TokioRuntime>::new(
-        dir.join("heldlock.lock"),
-        LockOptions::new(Duration::from_secs(30)),
-    )
-    .unwrap();
+    let runtime = current_thread();
+    let lock =
+        heldlock_fs::FileLock::<TokioRuntime>::new(dir.join("heldlock.lock"), options()).unwrap();
     group.bench_function("heldlock", |b| {
         b.iter(|| {
             runtime.block_on(async {
@@ -51,16 +77,40 @@ fn uncontended(c: &mut Criterion, dir: &Path) {
         })
     });
 
+    let path = dir.join("heldlock-new.lock");
+    group.bench_function("heldlock_new", |b| {
+        b.iter(|| new_lock_pair(&runtime, &path))
+    });
+
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let path = dir.join("heldlock-new-mt.lock");
+    group.bench_function("heldlock_new_mt", |b| {
+        b.iter(|| new_lock_pair(&multi, &path))
+    });
+    drop(multi);
+
     let record = format!(
         "{} 0b1f3c9e-8a57-4f43-9a0e-5b7c4d2e1f00 {}\n",
         std::process::id(),
         humantime::format_rfc3339_millis(SystemTime::now())
     );
-    let mut floor = Floor::new(&dir.join("floor.lock"), record.into_bytes());
+    let mut floor = Floor::new(&dir.join("floor.lock"), record.clone().into_bytes());
     group.bench_function("protocol_floor", |b| {
         b.iter(|| {
             assert!(floor.try_acquire().unwrap());
             floor.release().unwrap();
+        })
+    });
+
+    let mut reference = ReferenceFloor::new(&dir.join("reference.lock"), record.into_bytes());
+    group.bench_function("reference_floor", |b| {
+        b.iter(|| {
+            assert!(reference.try_acquire().unwrap());
+            reference.release().unwrap();
         })
     });
 
@@ -71,6 +121,37 @@ fn uncontended(c: &mut Criterion, dir: &Path) {
             file.unlock().unwrap();
         })
     });
+    group.finish();
+}
+
+/// The uncontended pair with a new `FileLock` each time, beside 0, 10,000
+/// and 1,000,000 other files: no step of an acquisition may cost in
+/// proportion to the directory.
+fn directory(c: &mut Criterion, dir: &Path) {
+    let mut group = c.benchmark_group("lock/directory");
+    group.throughput(Throughput::Elements(1));
+    let runtime = current_thread();
+    for entries in [0, 10_000, 1_000_000] {
+        let name = format!("{entries}_entries");
+        if !selected(&format!("lock/directory/{name}")) {
+            continue;
+        }
+        let case = tempfile::tempdir_in(dir).unwrap();
+        let filled = Instant::now();
+        fill_dir(case.path(), entries).unwrap();
+        println!(
+            "lock/directory: {entries} other files made in {:.2} s",
+            filled.elapsed().as_secs_f64()
+        );
+        let path = case.path().join("heldlock.lock");
+        group.bench_function(name, |b| b.iter(|| new_lock_pair(&runtime, &path)));
+        let removed = Instant::now();
+        case.close().unwrap();
+        println!(
+            "lock/directory: {entries} other files removed in {:.2} s",
+            removed.elapsed().as_secs_f64()
+        );
+    }
     group.finish();
 }
 
@@ -122,13 +203,42 @@ fn contended(dir: &Path) {
     }
 }
 
+/// Whether criterion's command line (a filter, if any) selects the case
+/// `id`, so that a million files are not made for a case that is skipped.
+/// A filter that is not a plain substring selects everything.
+fn selected(id: &str) -> bool {
+    const VALUED: [&str; 9] = [
+        "--profile-time",
+        "--measurement-time",
+        "--warm-up-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--output-format",
+        "--color",
+        "--noise-threshold",
+    ];
+    let mut args = std::env::args().skip(1);
+    let mut filters = Vec::new();
+    while let Some(arg) = args.next() {
+        if VALUED.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg);
+        }
+    }
+    let plain = |f: &str| f.chars().all(|c| c.is_alphanumeric() || "/_-".contains(c));
+    filters.is_empty() || filters.iter().any(|f| !plain(f) || id.contains(f.as_str()))
+}
+
 fn main() {
     let dir = bench_dir().unwrap();
     println!("lock benchmarks in {}", dir.path().display());
     let mut c = Criterion::default().configure_from_args();
     uncontended(&mut c, dir.path());
+    directory(&mut c, dir.path());
     c.final_summary();
-    if std::env::args().any(|a| a == "--bench") {
+    if std::env::args().any(|a| a == "--bench") && selected("lock/contended/") {
         contended(dir.path());
     }
 }

@@ -1,12 +1,16 @@
 //! Bounded runs of `heldlock-chaos` (the full run is
-//! `cargo run -p heldlock-tests --bin heldlock-chaos -- --processes 4 --seconds 30`).
+//! `cargo run -p heldlock-tests --bin heldlock-chaos -- --processes 4 --seconds 30`,
+//! or `cargo xtask chaos --cli --minutes 5` for the `heldlock run` command).
 //!
 //! Each test runs the driver as a child process and checks its exit status
 //! and its summary line; the driver itself checks the exact account of
 //! increments, the takeovers, the lock and the trash (see its module docs).
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Command, Output};
 
 const CHAOS: &str = env!("CARGO_BIN_EXE_heldlock-chaos");
@@ -91,6 +95,74 @@ fn chaos_with_the_bare_lease_loses_and_doubles_nothing() {
     assert!(number(&fields, "longest_takeover_ms") >= 1000 - 334);
 }
 
+/// The `heldlock run` mode: kills of the wrapper, the command or both, and
+/// pauses of either. `heldlock` is another package's binary, so it is not in
+/// `CARGO_BIN_EXE_*`: `cargo test --workspace` builds it beside
+/// `heldlock-chaos` (or `cargo build -p heldlock-cli`); without it the test
+/// is skipped.
+#[test]
+fn chaos_through_the_cli_loses_and_doubles_nothing() {
+    let heldlock = Path::new(CHAOS).with_file_name("heldlock");
+    if !heldlock.is_file() {
+        support::skip(
+            "chaos_through_the_cli_loses_and_doubles_nothing",
+            &format!(
+                "no heldlock binary at {} (build it: cargo build -p heldlock-cli)",
+                heldlock.display()
+            ),
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let output = run(&[
+        "--cli",
+        "--heldlock",
+        heldlock.to_str().unwrap(),
+        "--processes",
+        "4",
+        "--seconds",
+        "6",
+        "--stale-ms",
+        "600",
+        "--seed",
+        "20261206",
+        "--dir",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "the CLI chaos run failed");
+    let fields = summary(&output, "cli-chaos-summary");
+    // The driver forces each kind of kill and pause at least once, and a
+    // wrapper kill that leaves its command holding the lock past `stale`.
+    for key in [
+        "kills_wrapper",
+        "kills_command",
+        "kills_both",
+        "pauses_wrapper",
+        "pauses_command",
+        "orphans_past_stale",
+        "increments",
+    ] {
+        assert!(number(&fields, key) >= 1, "{key}");
+    }
+    assert_eq!(fields["counter"], fields["increments"]);
+    assert_eq!(
+        number(&fields, "increments"),
+        number(&fields, "logged") + number(&fields, "unlogged_after_kill")
+    );
+    for key in [
+        "lost",
+        "doubled",
+        "not_ours",
+        "wrapper_failures",
+        "files_left",
+        "processes_left",
+        "problems",
+    ] {
+        assert_eq!(fields[key], "0", "{key}");
+    }
+}
+
 #[test]
 fn a_paused_holder_keeps_its_lock_on_its_host_and_elsewhere_skips_its_write() {
     for kind in [&[][..], &["--lease-only"][..]] {
@@ -138,6 +210,8 @@ fn the_driver_refuses_bad_flags_with_usage() {
         &["--seconds", "soon"],
         &["--max-pause-ms", "900", "--stale-ms", "1000"],
         &["--poll-ms"],
+        &["--cli", "--lease-only"],
+        &["--linger-one-in", "3"],
     ] {
         let output = Command::new(CHAOS).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -162,4 +236,19 @@ fn the_driver_refuses_a_directory_that_is_not_empty() {
         std::fs::read(dir.path().join("precious")).unwrap(),
         b"keep me"
     );
+}
+
+#[test]
+fn the_cli_mode_says_when_there_is_no_heldlock_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-heldlock");
+    let output = Command::new(CHAOS)
+        .args(["--cli", "--seconds", "1", "--heldlock"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no heldlock binary at"), "{stderr}");
+    assert!(stderr.contains("cargo build -p heldlock-cli"), "{stderr}");
 }

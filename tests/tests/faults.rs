@@ -218,6 +218,84 @@ fn expected(scenario: Scenario, op: Op, nth: usize, errno: Errno) -> Option<(Ste
     }
 }
 
+/// What a fault may leave beside the lock: each is the one file of its
+/// kind, and each goes the way the protocol says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leftover {
+    /// The unlink of the broken lock's trash failed: the break did not
+    /// complete, and the dead holder's lock stays in trash.
+    BrokenLock,
+    /// The removal of our break marker failed (its look or its unlink),
+    /// after the break itself completed: the marker stays, to expire.
+    Marker,
+}
+
+/// Checks that the files the protocol left beside `case`'s lock after a
+/// fault at `(op, nth)` are exactly what that fault may leave, and removes
+/// them the way the protocol does (the sweep of trash and markers older
+/// than `stale`), so that nothing is left. Returns what was left.
+fn left_over(case: &Case, scenario: Scenario, op: Op, nth: usize, what: &str) -> Option<Leftover> {
+    let expected = match (scenario, op, nth) {
+        (Scenario::StalePeer, Op::Unlink, 1) => Some(Leftover::BrokenLock),
+        (Scenario::StalePeer, Op::Lstat, 5) | (Scenario::StalePeer, Op::Unlink, 2) => {
+            Some(Leftover::Marker)
+        }
+        _ => None,
+    };
+    let parent = case.path.parent().unwrap();
+    let left = if parent.exists() {
+        trash_in(parent)
+    } else {
+        Vec::new()
+    };
+    let Some(kind) = expected else {
+        assert!(left.is_empty(), "{what}: left behind: {left:?}");
+        return None;
+    };
+    assert_eq!(left.len(), 1, "{what}: {left:?}");
+    let name = &left[0];
+    let file = fs::symlink_metadata(parent.join(name)).unwrap();
+    match kind {
+        Leftover::BrokenLock => {
+            assert!(!exists(&case.path), "{what}: the lock was moved away");
+            assert!(name.starts_with("state.lock.breaking."), "{what}: {name}");
+            let (_, content, _) = case.peer.as_ref().unwrap();
+            assert_eq!(fs::read(parent.join(name)).unwrap(), *content, "{what}");
+        }
+        Leftover::Marker => {
+            // `<lock>.break.` and 32 hexadecimal digits, an empty file.
+            let hash = name.strip_prefix("state.lock.break.").unwrap_or("");
+            assert!(
+                hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{what}: not a break marker: {name}"
+            );
+            assert!(file.is_file() && file.len() == 0, "{what}: {file:?}");
+        }
+    }
+    sweep_aged(case, name);
+    assert_eq!(trash_in(parent), Vec::<String>::new(), "{what}: swept");
+    Some(kind)
+}
+
+/// Ages `name` beside `case`'s lock past `stale` and has the next process
+/// to take the lock sweep it, as `FileLock` does: a file a killed or failed
+/// step left goes once nobody can still be using it.
+fn sweep_aged(case: &Case, name: &str) {
+    let stale = Duration::from_secs(60);
+    set_mtime(
+        &case.path.with_file_name(name),
+        ago(Duration::from_secs(3600)),
+    );
+    let backend = FsBackend::with_vfs(&case.path, FaultVfs::new())
+        .unwrap()
+        .sweep_trash_older_than(stale);
+    let lock = Lock::new(Arc::new(backend), Arc::new(TokioRuntime), quiet()).unwrap();
+    runtime().block_on(async {
+        let held = lock.acquire().await.unwrap();
+        assert_eq!(held.release().await.unwrap(), Released::Released);
+    });
+}
+
 fn run_matrix(scenario: Scenario) {
     let calls = calls_of(scenario);
     assert!(!calls.is_empty());
@@ -266,22 +344,8 @@ fn run_matrix(scenario: Scenario) {
             }
 
             // What is left on disk.
-            let parent = case.path.parent().unwrap();
-            let trash = if parent.exists() {
-                trash_in(parent)
-            } else {
-                Vec::new()
-            };
-            let unlink_failed = matches!((scenario, op, nth), (Scenario::StalePeer, Op::Unlink, 1));
-            if unlink_failed {
-                // The broken lock stays in trash: the step did not
-                // complete; the sweep removes it.
-                assert_eq!(trash.len(), 1, "{what}: {trash:?}");
-                assert!(trash[0].contains(".breaking."), "{what}");
-                assert!(!exists(&case.path), "{what}");
-            } else {
-                assert!(trash.is_empty(), "{what}: trash left: {trash:?}");
-            }
+            let left = left_over(&case, scenario, op, nth, &what);
+            let unlink_failed = left == Some(Leftover::BrokenLock);
             match scenario {
                 Scenario::FreshPeer => {
                     assert!(case.peer_intact(), "{what}: the peer's lock changed")
@@ -324,6 +388,12 @@ fn run_matrix(scenario: Scenario) {
             if outcome.is_ok() {
                 assert!(!exists(&case.path), "{what}: released");
             }
+            // The same steps ran, with the same fault: the same files left.
+            assert_eq!(
+                left_over(&case, scenario, op, nth, &what),
+                left,
+                "{what}: best effort"
+            );
             runs += 1;
         }
     }
@@ -846,6 +916,31 @@ fn a_half_made_lock_that_cannot_be_removed_goes_stale() {
 /// (simulated: the unlink never happens) leaves `<lock>.releasing.<uuid>`
 /// behind. The lock itself is free, but nothing ever removes that file; the
 /// chaos runs hit this now and then with real `SIGKILL`s.
+/// Another process's sweep judges trash by its modification time, and a
+/// stale lock moved to trash has an old one: the sweep may remove it
+/// between the breaker's rename and its unlink. The break has still
+/// removed the lock, and must say so (it failed with ENOENT, and
+/// `heldlock run` exited without running its command).
+#[test]
+fn a_break_whose_trash_a_sweep_removed_first_still_takes_the_lock() {
+    let rt = runtime();
+    let case = Case::new(Scenario::StalePeer);
+    case.vfs.before(Op::Unlink, 1, |path| {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.contains(".breaking."),
+            "the first unlink is the trash's: {name}"
+        );
+        fs::remove_file(path).unwrap();
+    });
+    let lock = case.lock(Scenario::StalePeer, options(Scenario::StalePeer));
+    let held = rt
+        .block_on(lock.acquire())
+        .expect("the stale lock was broken");
+    assert_eq!(rt.block_on(held.release()).unwrap(), Released::Released);
+    assert_eq!(trash_in(&case.dir), Vec::<String>::new());
+}
+
 #[test]
 fn trash_left_by_a_holder_that_died_mid_release_is_eventually_removed() {
     let rt = runtime();

@@ -1061,7 +1061,7 @@ fn an_unreadable_lock_file_is_honoured_and_never_broken_even_when_old() {
     let backend = FsBackend::with_vfs(&path, vfs.clone()).unwrap();
     let observed = match heldlock::blocking::block_on(backend.inspect_anything()).unwrap() {
         Inspection::Present(observed) => observed,
-        Inspection::Absent => panic!("the file is there"),
+        other => panic!("the file is there: {other:?}"),
     };
     assert!(!observed.breakable);
     assert_eq!(

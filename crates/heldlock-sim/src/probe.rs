@@ -128,6 +128,7 @@ impl LockBackend for Probe {
             self.end(task, result.is_ok(), || match &result {
                 Ok(Inspection::Absent) => "inspect: Absent".to_owned(),
                 Ok(Inspection::Present(o)) => format!("inspect: {}", o.holder),
+                Ok(other) => format!("inspect: {other:?}"),
                 Err(e) => format!("inspect: error: {e}"),
             });
             result

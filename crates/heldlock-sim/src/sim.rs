@@ -458,9 +458,20 @@ impl Sim {
             );
             st.note_as("sim", &format!("FAULT crash c{who}"));
         }
-        // Drop with no lock held: drops may report into the world.
+        // Drop with no lock held: drops may report into the world. Tasks
+        // it spawned that the executor has not adopted yet (a timer's
+        // waker may spawn, between two polls) die with it too.
         let tasks = self.exec.kill(who);
         drop(tasks);
+        let pending: Vec<_> = {
+            let mut st = self.world.lock();
+            let (theirs, others) = std::mem::take(&mut st.spawned)
+                .into_iter()
+                .partition(|s| s.contender == Some(who));
+            st.spawned = others;
+            theirs
+        };
+        drop(pending);
         let shared = self.world.lock().obs.leave_cs(who);
         drop(shared);
     }
@@ -602,13 +613,9 @@ impl Sim {
 
 /// A stale lock left by a process that died long ago.
 fn plant_dead_lock(st: &mut State, lock: &Path, stamp: SystemTime) {
-    let record = LockRecord {
-        pid: 4_242,
-        owner: OwnerId::from_record("00000000-dead-4000-8000-000000000000")
-            .unwrap_or_else(OwnerId::random),
-        acquired_at: stamp,
-        fields: Vec::new(),
-    };
+    let owner = OwnerId::from_record("00000000-dead-4000-8000-000000000000")
+        .unwrap_or_else(OwnerId::random);
+    let record = LockRecord::new(4_242, owner, stamp);
     let text = heldlock_fs::record::encode(&record);
     let now = st.true_wall();
     if let Ok(ino) = st.tree.create_new(lock, now, Actor::Setup) {

@@ -41,7 +41,7 @@ fn skew_within_max_clock_skew_keeps_exclusion() {
         fault_rate: 300,
         ..SimConfig::default()
     };
-    let report = clean(config, 500);
+    let report = clean(config, 250);
     assert!(report.counters.contains_key("clock.step"));
 }
 
@@ -59,7 +59,7 @@ fn skew_is_harmless_with_the_wall_clock_rule_off() {
         fault_rate: 300,
         ..SimConfig::default()
     };
-    let report = clean(config, 500);
+    let report = clean(config, 250);
     assert!(report.counters.contains_key("clock.step"));
 }
 
@@ -94,7 +94,7 @@ fn a_crashed_holders_lock_is_taken_over_within_stale_plus_poll() {
         },
         ..SimConfig::default()
     };
-    let report = clean(config, 600);
+    let report = clean(config, 300);
     let checked = report
         .counters
         .get("liveness.checked")

@@ -8,18 +8,26 @@
 //! heldlock-bench-worker <kind> wait <lock>
 //! heldlock-bench-worker <kind> handover <lock>
 //!
-//! <kind> = heldlock | floor | flock | reference <poll-ms>
+//! <kind> = heldlock | heldlock-new | heldlock-new-mt | floor | reference-floor
+//!        | flock | reference <poll-ms>
 //! ```
 //!
 //! Kinds (stale 30 s wherever there is one; waits give up after 120 s):
 //!
 //! * `heldlock`: `heldlock_tokio::FileLock` with its defaults except stale
 //!   30 s and `max_wait` 120 s, on a current-thread tokio runtime;
+//! * `heldlock-new`: the same, but a new `FileLock` for every acquisition
+//!   (as a caller that makes one per call does);
+//! * `heldlock-new-mt`: `heldlock-new` on a multi-thread tokio runtime with
+//!   one worker, each call driven by `block_on` from outside it (the
+//!   heartbeat task runs on the worker);
 //! * `floor`: the bare system calls of heldlock's protocol
 //!   (`heldlock_tests::floor`: `open O_EXCL`, `fstat`, `write`, `futimens`;
 //!   release `lstat`, `pread`, `rename`, `lstat`, `pread`, `unlink`,
 //!   `close`), no logic; a waiter retries the create at once, with a
 //!   `sched_yield` in between;
+//! * `reference-floor`: the reference's protocol as its bare system calls
+//!   (`heldlock_tests::floor::ReferenceFloor`, 7 a pair), waiting as `floor`;
 //! * `flock`: `std::fs::File::lock` (blocking `flock`) on a file opened once;
 //! * `reference <poll-ms>`: the TypeScript reference's protocol
 //!   (`withHeldFileLock`) step by step: `mkdir -p`, `open("wx")`, write,
@@ -72,7 +80,8 @@ const HOLD: Duration = Duration::from_secs(3600);
 /// Uncontended pairs done before `pairs` starts timing.
 const WARM_UP: u32 = 200;
 
-const USAGE: &str = "usage: heldlock-bench-worker <heldlock|floor|flock|reference POLL-MS> \
+const USAGE: &str = "usage: heldlock-bench-worker \
+                     <heldlock|heldlock-new|heldlock-new-mt|floor|reference-floor|flock|reference POLL-MS> \
                      (contend LOCK COUNTER TIMES LOG | pairs LOCK TIMES | hold LOCK | wait LOCK | handover LOCK)";
 
 fn main() -> ExitCode {
@@ -104,11 +113,15 @@ fn run(args: &[String]) -> Result<()> {
             let poll: u64 = poll.parse().context(format!("bad poll {poll:?}"))?;
             (Kind::Reference(Duration::from_millis(poll)), job)
         }
-        [kind @ ("heldlock" | "floor" | "flock"), job @ ..] => (
+        [kind, job @ ..] => (
             match *kind {
-                "heldlock" => Kind::Heldlock,
+                "heldlock" => Kind::Heldlock(Fresh::No),
+                "heldlock-new" => Kind::Heldlock(Fresh::CurrentThread),
+                "heldlock-new-mt" => Kind::Heldlock(Fresh::MultiThread),
                 "floor" => Kind::Floor,
-                _ => Kind::Flock,
+                "reference-floor" => Kind::ReferenceFloor,
+                "flock" => Kind::Flock,
+                _ => return Err(USAGE.into()),
             },
             job,
         ),
@@ -227,16 +240,30 @@ fn pairs(kind: Kind, lock: &Path, times: u32) -> Result<()> {
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
-    Heldlock,
+    Heldlock(Fresh),
     Floor,
+    ReferenceFloor,
     Flock,
     Reference(Duration),
+}
+
+/// Whether heldlock makes a new `FileLock` for every acquisition, and on
+/// which runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fresh {
+    /// One `FileLock`, current-thread runtime.
+    No,
+    /// A new one each time, current-thread runtime.
+    CurrentThread,
+    /// A new one each time, multi-thread runtime with one worker.
+    MultiThread,
 }
 
 /// One lock of the chosen kind, acquired and released in turn.
 enum Contender {
     Heldlock(Box<Heldlock>),
     Floor(Floor),
+    ReferenceFloor(Floor),
     Flock(File),
     Reference(Reference),
 }
@@ -244,8 +271,9 @@ enum Contender {
 impl Contender {
     fn new(kind: Kind, path: &Path) -> Result<Self> {
         Ok(match kind {
-            Kind::Heldlock => Contender::Heldlock(Box::new(Heldlock::new(path)?)),
-            Kind::Floor => Contender::Floor(Floor::new(path)),
+            Kind::Heldlock(fresh) => Contender::Heldlock(Box::new(Heldlock::new(path, fresh)?)),
+            Kind::Floor => Contender::Floor(Floor::new(path, false)),
+            Kind::ReferenceFloor => Contender::ReferenceFloor(Floor::new(path, true)),
             Kind::Flock => Contender::Flock(
                 OpenOptions::new()
                     .create(true)
@@ -261,7 +289,7 @@ impl Contender {
     fn acquire(&mut self) -> Result<()> {
         match self {
             Contender::Heldlock(lock) => lock.acquire(),
-            Contender::Floor(lock) => lock.acquire(),
+            Contender::Floor(lock) | Contender::ReferenceFloor(lock) => lock.acquire(),
             Contender::Flock(file) => file.lock().context("flock"),
             Contender::Reference(lock) => lock.acquire(),
         }
@@ -270,7 +298,7 @@ impl Contender {
     fn release(&mut self) -> Result<()> {
         match self {
             Contender::Heldlock(lock) => lock.release(),
-            Contender::Floor(lock) => lock.release(),
+            Contender::Floor(lock) | Contender::ReferenceFloor(lock) => lock.release(),
             Contender::Flock(file) => file.unlock().context("unlock the flock"),
             Contender::Reference(lock) => lock.release(),
         }
@@ -287,34 +315,53 @@ impl Contender {
     }
 }
 
-/// heldlock's `FileLock`, driven by a current-thread tokio runtime: each
-/// acquire and release is one `block_on`, as a synchronous caller would do.
+/// heldlock's `FileLock`, driven by a tokio runtime: each acquire and
+/// release is one `block_on`, as a synchronous caller would do.
 struct Heldlock {
     runtime: tokio::runtime::Runtime,
-    lock: FileLock,
+    path: PathBuf,
+    /// `None` when every acquisition makes its own.
+    lock: Option<FileLock>,
     held: Option<HeldLock>,
 }
 
+fn lock_options() -> LockOptions {
+    LockOptions::new(STALE).max_wait(MAX_WAIT)
+}
+
 impl Heldlock {
-    fn new(path: &Path) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("build a tokio runtime")?;
-        let options = LockOptions::new(STALE).max_wait(MAX_WAIT);
-        let lock = FileLock::new(path, options).context("lock options")?;
+    fn new(path: &Path, fresh: Fresh) -> Result<Self> {
+        let runtime = match fresh {
+            Fresh::No | Fresh::CurrentThread => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            Fresh::MultiThread => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build(),
+        }
+        .context("build a tokio runtime")?;
+        let lock = match fresh {
+            Fresh::No => Some(FileLock::new(path, lock_options()).context("lock options")?),
+            Fresh::CurrentThread | Fresh::MultiThread => None,
+        };
         Ok(Heldlock {
             runtime,
+            path: path.to_path_buf(),
             lock,
             held: None,
         })
     }
 
     fn acquire(&mut self) -> Result<()> {
-        let held = self
-            .runtime
-            .block_on(self.lock.acquire())
-            .context("acquire")?;
+        let held = match &self.lock {
+            Some(lock) => self.runtime.block_on(lock.acquire()),
+            None => {
+                let lock = FileLock::new(&self.path, lock_options()).context("lock options")?;
+                self.runtime.block_on(lock.acquire())
+            }
+        }
+        .context("acquire")?;
         self.held = Some(held);
         Ok(())
     }
@@ -329,24 +376,40 @@ impl Heldlock {
     }
 }
 
-/// The protocol floor (`heldlock_tests::floor`), with a waiter that
-/// retries the create at once, yielding the processor in between.
-struct Floor(heldlock_tests::floor::Floor);
+/// A protocol floor (`heldlock_tests::floor`: heldlock's, or the
+/// reference's), with a waiter that retries the create at once, yielding
+/// the processor in between.
+enum Floor {
+    Heldlock(heldlock_tests::floor::Floor),
+    Reference(heldlock_tests::floor::ReferenceFloor),
+}
 
 impl Floor {
-    fn new(path: &Path) -> Self {
+    fn new(path: &Path, reference: bool) -> Self {
         let pid = std::process::id();
         // As long as heldlock's record with its host fields.
         let record = format!(
             "{pid} 0b1f3c9e-8a57-4f43-9a0e-5b7c4d2e1f00 2026-01-01T00:00:00.000Z \
              host=bench boot=6f0e2a44-3b1c-4d5e-9f70-8a9b0c1d2e3f pidns=4026531836 start=123456\n"
-        );
-        Floor(heldlock_tests::floor::Floor::new(path, record.into_bytes()))
+        )
+        .into_bytes();
+        if reference {
+            Floor::Reference(heldlock_tests::floor::ReferenceFloor::new(path, record))
+        } else {
+            Floor::Heldlock(heldlock_tests::floor::Floor::new(path, record))
+        }
+    }
+
+    fn try_acquire(&mut self) -> io::Result<bool> {
+        match self {
+            Floor::Heldlock(floor) => floor.try_acquire(),
+            Floor::Reference(floor) => floor.try_acquire(),
+        }
     }
 
     fn acquire(&mut self) -> Result<()> {
         let started = Instant::now();
-        while !self.0.try_acquire().context("create the lock")? {
+        while !self.try_acquire().context("create the lock")? {
             if started.elapsed() >= MAX_WAIT {
                 return Err("gave up waiting for the lock".into());
             }
@@ -356,7 +419,11 @@ impl Floor {
     }
 
     fn release(&mut self) -> Result<()> {
-        self.0.release().context("release the lock")
+        match self {
+            Floor::Heldlock(floor) => floor.release(),
+            Floor::Reference(floor) => floor.release(),
+        }
+        .context("release the lock")
     }
 }
 

@@ -7,6 +7,9 @@
 //!     [--lease-only] [--seed N] [--dir PATH] [--keep]
 //! cargo run -p heldlock-tests --bin heldlock-chaos -- --long-pause [--stale-ms MS]
 //!     [--poll-ms MS] [--lease-only] [--dir PATH] [--keep]
+//! cargo run -p heldlock-tests --bin heldlock-chaos -- --cli [--heldlock PATH]
+//!     [--linger-one-in N] [--processes N] [--seconds S] [--stale-ms MS] [--poll-ms MS]
+//!     [--max-pause-ms MS] [--seed N] [--dir PATH] [--keep]
 //! ```
 //!
 //! | flag | default | meaning |
@@ -22,6 +25,9 @@
 //! | `--dir PATH` | a new temporary directory | where the lock, the counter and the logs live |
 //! | `--keep` | off | keep the directory after a passing run (a failing run always keeps it) |
 //! | `--long-pause` | off | run the second mode instead (below) |
+//! | `--cli` | off | run the third mode instead: the `heldlock run` command (below) |
+//! | `--heldlock PATH` | `heldlock` beside this program | with `--cli`: the `heldlock` binary to drive |
+//! | `--linger-one-in N` | 20 | with `--cli`: one command in N holds the lock for `stale + heartbeat` to `2 stale` (0: none) |
 //!
 //! Exit status: 0 when every check passed, 1 when a check failed, 2 for a
 //! usage or set-up error.
@@ -62,9 +68,10 @@
 //!   one per killed incarnation;
 //! * so `N` = logged commits + commits whose log line a kill swallowed.
 //!
-//! It also checks that the lock file is gone at the end, that no trash
-//! (`<lock>.breaking.*`, `<lock>.releasing.*`) is left except trash a killed
-//! process left mid-step (reported apart), that every lock a killed holder
+//! It also checks that the lock file is gone at the end, that no file of the
+//! protocol (trash `<lock>.breaking.*` and `<lock>.releasing.*`, break
+//! markers `<lock>.break.*`, displaced files `<lock>.displaced.*`) is left
+//! except trash or a marker a killed process left mid-step (reported apart), that every lock a killed holder
 //! left was taken over, and that each takeover took at most
 //! `stale + poll + slack`. A takeover is timed from the `SIGKILL` to the
 //! moment the dead holder's lock file is gone or replaced. With `FileLock`
@@ -84,6 +91,24 @@
 //! calls `refresh()` before it writes: the refresh must report the lock lost,
 //! so the stale write is skipped. It then retries under a fresh lock, so its
 //! increment is skipped, not lost: the counter ends at 2 with two commits.
+//!
+//! # The CLI mode
+//!
+//! `--cli` drives the `heldlock` command instead of the library: each of
+//! `N` slots runs `heldlock run --stale .. --poll .. <lock> -- <this binary>
+//! cli-command ...` again and again, each command one increment of the same
+//! counter with the same account as above (an incarnation is a run of
+//! commands of one slot, `seq` counts them; a kill ends the incarnation).
+//! The command checks that the lock file names its wrapper's owner
+//! (`HELDLOCK_OWNER`) before it reads and before it writes; one in
+//! `--linger-one-in` commands lingers past `stale` between the two. Every
+//! 50-250 ms the driver kills (half the time) the wrapper, the command or
+//! both, or pauses (`SIGSTOP`, `SIGCONT` after at most `--max-pause-ms`)
+//! the wrapper or the command, or a command whose wrapper was killed. A
+//! killed wrapper's command keeps the kernel lock it inherited: no other
+//! wrapper may enter until it ends, however stale the lock file's stamp
+//! (each such orphan that outlived `stale` is counted). Details in
+//! `heldlock-chaos/cli.rs`; its summary line starts `cli-chaos-summary`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Display;
@@ -99,6 +124,10 @@ use heldlock_core::{Lock, LockOptions, Released};
 use heldlock_fs::FsBackend;
 use heldlock_tokio::{FileLock, TokioRuntime};
 use rustix::process::{Pid, Signal, kill_process};
+
+// Not `src/bin/cli.rs`, which cargo would take for a binary of its own.
+#[path = "heldlock-chaos/cli.rs"]
+mod cli;
 
 /// The lock file, the counter, the stop flag, the long-pause files.
 const LOCK: &str = "counter.lock";
@@ -116,6 +145,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("worker") => run_worker(&args[1..], Role::Worker),
         Some("pausable") => run_worker(&args[1..], Role::Pausable),
+        Some("cli-command") => cli::command(&args[1..]),
         _ => match Config::parse(&args) {
             Ok(Parsed::Help) => {
                 println!("{}", USAGE);
@@ -134,6 +164,8 @@ const USAGE: &str = "usage: heldlock-chaos [--processes N] [--seconds S] [--stal
                       [--max-pause-ms MS] [--takeover-slack-ms MS] [--lease-only]
                       [--seed N] [--dir PATH] [--keep]
        heldlock-chaos --long-pause [--stale-ms MS] [--poll-ms MS] [--lease-only] [--dir PATH] [--keep]
+       heldlock-chaos --cli [--heldlock PATH] [--linger-one-in N] [--processes N] [--seconds S]
+                      [--stale-ms MS] [--poll-ms MS] [--max-pause-ms MS] [--seed N] [--dir PATH] [--keep]
 (see the module documentation of tests/src/bin/heldlock-chaos.rs)";
 
 fn text(error: impl Display) -> String {
@@ -171,6 +203,9 @@ struct Config {
     keep: bool,
     long_pause: bool,
     lease_only: bool,
+    cli: bool,
+    heldlock: Option<PathBuf>,
+    linger_one_in: Option<u64>,
 }
 
 enum Parsed {
@@ -192,6 +227,9 @@ impl Config {
             keep: false,
             long_pause: false,
             lease_only: false,
+            cli: false,
+            heldlock: None,
+            linger_one_in: None,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -225,6 +263,9 @@ impl Config {
                 "--keep" => config.keep = true,
                 "--long-pause" => config.long_pause = true,
                 "--lease-only" => config.lease_only = true,
+                "--cli" => config.cli = true,
+                "--heldlock" => config.heldlock = Some(PathBuf::from(value(flag)?)),
+                "--linger-one-in" => config.linger_one_in = Some(number(flag, value(flag)?)?),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -233,6 +274,14 @@ impl Config {
                 "--processes must be 1 to 64, got {}",
                 config.processes
             ));
+        }
+        if config.cli && (config.long_pause || config.lease_only) {
+            return Err(
+                "--cli drives the heldlock command: not with --long-pause or --lease-only".into(),
+            );
+        }
+        if !config.cli && (config.heldlock.is_some() || config.linger_one_in.is_some()) {
+            return Err("--heldlock and --linger-one-in go with --cli".into());
         }
         if config.seconds > Duration::from_secs(24 * 3600) {
             return Err("--seconds must be at most one day".into());
@@ -772,6 +821,12 @@ struct Account {
     skipped: u64,
     /// (incarnation, seq, epoch ms) of each skipped write.
     skips: Vec<(u64, u64, u64)>,
+    /// Increments lost: logged but not in the counter, or values missing
+    /// from it.
+    lost: u64,
+    /// Increments doubled: a value written twice (two holders read the
+    /// same value), or one commit in the counter twice.
+    doubled: u64,
     problems: Vec<String>,
 }
 
@@ -797,6 +852,11 @@ fn account(dir: &Path, incarnations: u64, killed: &BTreeMap<u64, i32>) -> Accoun
                 .push(format!("malformed counter line {line:?}"));
             continue;
         };
+        if value < expected {
+            acc.doubled += 1;
+        } else if value > expected {
+            acc.lost += value - expected;
+        }
         if value != expected {
             acc.problems.push(if value < expected {
                 format!("value {value} written twice (again by incarnation {inc} seq {seq})")
@@ -806,6 +866,7 @@ fn account(dir: &Path, incarnations: u64, killed: &BTreeMap<u64, i32>) -> Accoun
         }
         expected = value + 1;
         if journal.insert((inc, seq), value).is_some() {
+            acc.doubled += 1;
             acc.problems
                 .push(format!("incarnation {inc} seq {seq} committed twice"));
         }
@@ -855,9 +916,12 @@ fn account(dir: &Path, incarnations: u64, killed: &BTreeMap<u64, i32>) -> Accoun
                         Some(&v) => acc.problems.push(format!(
                             "incarnation {inc} seq {seq} logged value {value}, the counter has {v}"
                         )),
-                        None => acc.problems.push(format!(
+                        None => {
+                            acc.lost += 1;
+                            acc.problems.push(format!(
                             "lost: incarnation {inc} seq {seq} logged value {value}, not in the counter"
-                        )),
+                        ));
+                        }
                     }
                 }
                 "skip" => {
@@ -894,7 +958,11 @@ fn account(dir: &Path, incarnations: u64, killed: &BTreeMap<u64, i32>) -> Accoun
     acc
 }
 
-/// Trash beside the lock: (explained by a process killed mid-step, not).
+/// Every file the protocol left beside the lock: (explained by a process
+/// killed mid-step, not). The protocol names them `<lock>.releasing.<id>`
+/// and `<lock>.breaking.<id>` (trash), `<lock>.break.<hash>` (a break
+/// marker) and `<lock>.displaced.<id>` (a file that is not a lock, moved
+/// off the lock path by mistake); a step that completes leaves none.
 fn trash(dir: &Path, killed: &BTreeMap<u64, i32>) -> Result<(Vec<String>, Vec<String>), String> {
     let killed_pids: HashSet<i32> = killed.values().copied().collect();
     let mut explained = Vec::new();
@@ -902,17 +970,34 @@ fn trash(dir: &Path, killed: &BTreeMap<u64, i32>) -> Result<(Vec<String>, Vec<St
     for entry in fs::read_dir(dir).map_err(text)? {
         let entry = entry.map_err(text)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with(&format!("{LOCK}.breaking."))
-            || name.starts_with(&format!("{LOCK}.releasing.")))
-        {
+        let Some(kind) = name
+            .strip_prefix(LOCK)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.split_once('.'))
+            .map(|(kind, _)| kind)
+        else {
             continue;
-        }
-        // A process killed between the rename to trash and the unlink
-        // leaves the lock it was removing there: its own (releasing), or a
-        // dead holder's (breaking), or an empty one of a killed creator.
-        let pid = lock_pid(&entry.path());
+        };
         let empty = fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_file() && m.len() == 0);
-        if pid.is_some_and(|p| killed_pids.contains(&p)) || (empty && !killed.is_empty()) {
+        let by_a_kill = match kind {
+            // A process killed between the rename to trash and the unlink
+            // leaves the lock it was removing there: its own (releasing), or a
+            // dead holder's (breaking), or an empty one of a killed creator.
+            "breaking" | "releasing" => {
+                let pid = lock_pid(&entry.path());
+                pid.is_some_and(|p| killed_pids.contains(&p)) || (empty && !killed.is_empty())
+            }
+            // A breaker killed between making its marker (an empty file)
+            // and removing it leaves it; it expires, or the sweep takes it
+            // once older than `stale`, but the run may end first. Workers
+            // that stop cleanly, or pause, remove their own.
+            "break" => empty && !killed.is_empty(),
+            // Only locks are ever at the lock path here: a displaced file
+            // (or anything else the protocol does not make) is a problem.
+            "displaced" => false,
+            _ => continue,
+        };
+        if by_a_kill {
             explained.push(name);
         } else {
             unexplained.push(name);
@@ -951,6 +1036,13 @@ fn run_dir(config: &Config) -> Result<PathBuf, String> {
 }
 
 fn drive(config: &Config) -> ExitCode {
+    let heldlock = match config.cli.then(|| cli::binary(config)).transpose() {
+        Ok(heldlock) => heldlock,
+        Err(error) => {
+            eprintln!("heldlock-chaos: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let dir = match run_dir(config) {
         Ok(dir) => dir,
         Err(error) => {
@@ -958,7 +1050,9 @@ fn drive(config: &Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let outcome = if config.long_pause {
+    let outcome = if let Some(heldlock) = &heldlock {
+        cli::chaos(config, &dir, heldlock)
+    } else if config.long_pause {
         long_pause(config, &dir)
     } else {
         chaos(config, &dir)
@@ -1174,8 +1268,9 @@ fn chaos(config: &Config, dir: &Path) -> Result<(), String> {
     );
     println!(
         "chaos-summary kills={} holder_kills={} pauses={} holder_pauses={} increments={} counter={} \
-         logged={} unlogged_after_kill={} skipped={} takeovers={} longest_takeover_ms={} \
-         lock_free={lock_free} trash_mid_step={} trash_unexplained={} problems={}",
+         logged={} unlogged_after_kill={} skipped={} lost={} doubled={} takeovers={} \
+         longest_takeover_ms={} lock_free={lock_free} trash_mid_step={} trash_unexplained={} \
+         problems={}",
         tally.kills,
         tally.holder_kills,
         tally.pauses,
@@ -1185,6 +1280,8 @@ fn chaos(config: &Config, dir: &Path) -> Result<(), String> {
         acc.logged,
         acc.unlogged_after_kill,
         acc.skipped,
+        acc.lost,
+        acc.doubled,
         takeovers.len(),
         longest_takeover.map_or(0, millis),
         explained_trash.len(),

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Runs `async fn body<R: Runtime + Default>()` on every runtime heldlock
 /// supports, each with its own runtime type: tokio (multi-thread), async-std,
@@ -89,13 +89,28 @@ pub fn ago(duration: Duration) -> SystemTime {
     SystemTime::now() - duration
 }
 
-/// Names of files in `dir` that look like trash of the protocol.
+/// What the lock protocol names the files it makes beside a lock
+/// `<name>` (`crates/heldlock-fs/src/backend`): `<name>.releasing.<id>` and
+/// `<name>.breaking.<id>`, the trash of a release or a break (also the
+/// fresh marker a breaker swaps in for an expired one);
+/// `<name>.displaced.<id>`, a file that is not a lock, moved off the lock
+/// path by mistake and kept for a person; `<name>.break.<hash>`, a break
+/// marker. (`.break.` does not match `.breaking.`: the dot after it.)
+pub const PROTOCOL_FILE_KINDS: [&str; 4] = [".releasing.", ".breaking.", ".displaced.", ".break."];
+
+/// Names of the files in `dir` that the lock protocol made beside a lock:
+/// trash, displaced files and break markers (see [`PROTOCOL_FILE_KINDS`]).
+/// A step that completed leaves none of them; a test that expects one
+/// (a marker whose removal failed, trash of a step that did not complete)
+/// says which.
 pub fn trash_in(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
+    let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.contains(".breaking.") || name.contains(".releasing."))
-        .collect()
+        .filter(|name| PROTOCOL_FILE_KINDS.iter().any(|kind| name.contains(kind)))
+        .collect();
+    names.sort();
+    names
 }
 
 /// The directory this process's waiter queue files go to, found as
@@ -116,13 +131,34 @@ pub fn queue_dir() -> PathBuf {
     std::env::temp_dir().join(format!("heldlock-{euid}"))
 }
 
-/// The waiter queue files left in `queue_dir` for locks in `lock_dir`
-/// (named after its device and inode). A queue thread may drop its
-/// process's place just after its waiter's listener went: files are looked
-/// for again for up to a few seconds before they count as left.
-pub fn queue_files_left_in(queue_dir: &Path, lock_dir: &Path) -> Vec<String> {
+/// The start of the names of the waiter queues of the locks in `lock_dir`,
+/// as heldlock-fs names them: after the directory's device, inode number
+/// and birth time where the file system reports one (an inode number alone
+/// goes to the next directory made once this one is removed, and so would
+/// match that directory's queues too).
+pub fn queue_prefix(lock_dir: &Path) -> String {
     let meta = fs::metadata(lock_dir).unwrap();
-    let prefix = format!("heldlock-{:x}-{:x}-", meta.dev(), meta.ino());
+    let (dev, ino) = (meta.dev(), meta.ino());
+    match meta
+        .created()
+        .ok()
+        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+    {
+        Some(born) => format!(
+            "heldlock-{dev:x}-{ino:x}-{:x}{:08x}-",
+            born.as_secs(),
+            born.subsec_nanos()
+        ),
+        None => format!("heldlock-{dev:x}-{ino:x}-"),
+    }
+}
+
+/// The waiter queue files left in `queue_dir` for locks in `lock_dir`
+/// (see [`queue_prefix`]). A queue thread may drop its process's place just
+/// after its waiter's listener went: files are looked for again for up to a
+/// few seconds before they count as left.
+pub fn queue_files_left_in(queue_dir: &Path, lock_dir: &Path) -> Vec<String> {
+    let prefix = queue_prefix(lock_dir);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left: Vec<String> = match fs::read_dir(queue_dir) {

@@ -4,6 +4,7 @@
 //! heldlock-sim campaign --contenders 3 --seeds 100000 [--first S] [--jobs N] [CONFIG]
 //! heldlock-sim replay --seed S [--tape T] [--shrink] [CONFIG]
 //! heldlock-sim serializer --seeds N [--first S]
+//! heldlock-sim limit releaser-paused [--seeds N]
 //! ```
 
 use std::process::ExitCode;
@@ -25,6 +26,10 @@ const USAGE: &str = "usage:
       invariant, e.g. mutual-exclusion) and prints the shrunk schedule
   heldlock-sim serializer [--seeds N] [--first S]
       the Serializer under the scheduler, with cancellation at every point
+  heldlock-sim limit releaser-paused [--seeds N] [--first S]
+      an EXPECTED FAILURE: the campaign that shows a documented limit of any
+      lock-file protocol (docs/safety.md), with its measured rate; exits 1 when
+      it shows, as every campaign with a violation does
 
 CONFIG:";
 
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
         Some("campaign") => report(campaign(&args[1..])),
         Some("replay") => report(replay(&args[1..])),
         Some("serializer") => report(serializer(&args[1..])),
+        Some("limit") => report(limit(&args[1..])),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}\n{CONFIG_HELP}");
             ExitCode::SUCCESS
@@ -114,6 +120,48 @@ impl Parsed {
             None => Ok(self.config),
         }
     }
+}
+
+/// The configuration that shows the documented limit `name`.
+fn limit_config(name: &str) -> Result<SimConfig, String> {
+    match name {
+        // A releaser stopped between its ownership check and its rename
+        // for longer than its lease: a peer on another host broke the lock
+        // and took it meanwhile, and the rename moves the new holder's lock.
+        "releaser-paused" => Ok(SimConfig {
+            contenders: 6,
+            hosts: 2,
+            faults: heldlock_sim::Faults {
+                long_pause: true,
+                ..heldlock_sim::Faults::NONE
+            },
+            fault_rate: 600,
+            strategy: heldlock_sim::Strategy::Random,
+            ..SimConfig::default()
+        }),
+        other => Err(format!(
+            "unknown limit {other:?}; the limits: releaser-paused"
+        )),
+    }
+}
+
+fn limit(args: &[String]) -> Result<bool, String> {
+    let Some((name, rest)) = args.split_first() else {
+        return Err("limit needs a name: releaser-paused".to_owned());
+    };
+    let config = limit_config(name)?;
+    let mut with_config: Vec<String> = config.to_args().split(' ').map(str::to_owned).collect();
+    with_config.extend(rest.iter().cloned());
+    println!(
+        "EXPECTED FAILURE: the documented limit `{name}` (docs/safety.md, \"What remains unprotected\")"
+    );
+    let shown = campaign(&with_config)?;
+    if shown {
+        println!("the limit did not show in these seeds: docs/safety.md's rate may be out of date");
+    } else {
+        println!("EXPECTED FAILURE: the limit `{name}` showed, as documented");
+    }
+    Ok(shown)
 }
 
 fn campaign(args: &[String]) -> Result<bool, String> {

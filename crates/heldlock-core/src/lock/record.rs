@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use uuid::Builder;
 
-/// 16 unpredictable bytes: see [`OwnerId::random`].
-fn random_bytes() -> [u8; 16] {
+/// 16 unpredictable bytes for the process `pid` (this one's; see
+/// [`OwnerId::random`]).
+fn random_bytes(pid: u32) -> [u8; 16] {
     static KEYS: LazyLock<(RandomState, RandomState)> =
         LazyLock::new(|| (RandomState::new(), RandomState::new()));
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let input = (COUNTER.fetch_add(1, Ordering::Relaxed), std::process::id());
+    let input = (COUNTER.fetch_add(1, Ordering::Relaxed), pid);
     let high = KEYS.0.hash_one(input);
     let low = KEYS.1.hash_one(input);
     ((u128::from(high) << 64) | u128::from(low)).to_le_bytes()
@@ -35,7 +36,13 @@ impl OwnerId {
     /// child's ids apart from its parent's), and without a system call per
     /// id, which matters on the lock's fast path.
     pub fn random() -> Self {
-        let id = Builder::from_random_bytes(random_bytes()).into_uuid();
+        Self::random_in(std::process::id())
+    }
+
+    /// [`random`](Self::random), given this process's pid (one `getpid`
+    /// fewer where the caller has it already).
+    fn random_in(pid: u32) -> Self {
+        let id = Builder::from_random_bytes(random_bytes(pid)).into_uuid();
         OwnerId(id.hyphenated().to_string().into())
     }
 
@@ -100,7 +107,8 @@ impl LockRecord {
 
     /// A record for this process with a fresh owner id, stamped `now`.
     pub fn for_this_process(now: SystemTime) -> Self {
-        LockRecord::new(std::process::id(), OwnerId::random(), now)
+        let pid = std::process::id();
+        LockRecord::new(pid, OwnerId::random_in(pid), now)
     }
 
     /// This record with `fields` added after the ones it has, in order.

@@ -5,8 +5,8 @@
 //! | span | covers | where |
 //! | --- | --- | --- |
 //! | `acquire` | one `acquire` or `try_acquire`; `owner` is recorded once the record is made | `handle.rs` |
-//! | `hold` | the heartbeat task, from the lock's creation until its release (a root span) | `lease.rs` |
-//! | `release` | `HeldLock::release`, or the release on drop | `lease.rs` |
+//! | `hold` | the lock's life, from its creation until its release (a root span, created with the lock; the heartbeat task runs in it once its first beat starts it) | `lease/` |
+//! | `release` | `HeldLock::release`, or the release on drop | `lease/` |
 //!
 //! Events, each emitted where its decision is made, once:
 //!

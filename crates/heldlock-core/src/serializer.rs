@@ -6,7 +6,10 @@
 //!
 //! # How it works
 //!
-//! One mutex guards a map from key to queue. A key is in the map exactly while
+//! A mutex guards a map from key to queue; the keys are spread over
+//! [`SHARDS`] such maps by their hash, each behind its own mutex on its own
+//! cache lines, so that calls on different keys seldom meet on one mutex
+//! (one key always lives in the same shard). A key is in its map exactly while
 //! somebody holds it; the holder is implicit and the queue lists the waiters
 //! behind it. Taking a free key inserts it and is ready at once (no allocation
 //! besides the map slot); taking a held key appends a waiter slot. Releasing
@@ -75,10 +78,21 @@ struct Shared<K> {
     /// Hashes keys outside the mutex; the map itself only reuses the result.
     /// foldhash, seeded per serializer (see the module docs).
     hasher: RandomState,
-    keys: Mutex<Keys<K>>,
+    shards: [Shard<K>; SHARDS],
 }
 
-/// Everything behind the one mutex.
+/// How many independent maps the keys are spread over. With one mutex for
+/// all keys, a task submitting calls and the workers releasing keys met on
+/// it at every call even when they worked on different keys; an idle shard
+/// costs its 128 bytes and no allocation.
+const SHARDS: usize = 16;
+
+/// One map and its mutex, alone on its cache lines (128 bytes: two lines,
+/// which x86's adjacent-line prefetcher pulls in together).
+#[repr(align(128))]
+struct Shard<K>(Mutex<Keys<K>>);
+
+/// Everything behind one shard's mutex.
 struct Keys<K> {
     queues: HashMap<Hashed<K>, Queue, BuildHasherDefault<PassThrough>>,
     /// The waiter slot of the last finished turn, ready for the next queued
@@ -173,10 +187,27 @@ impl Waiter {
 }
 
 impl<K> Shared<K> {
-    /// The map, even if a panicking `Eq` of a key poisoned the mutex: every
-    /// mutation below leaves the map consistent before it can panic.
-    fn keys(&self) -> MutexGuard<'_, Keys<K>> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The map of the shard of keys hashed to `hash`, even if a panicking
+    /// `Eq` of a key poisoned its mutex: every mutation below leaves the map
+    /// consistent before it can panic.
+    fn keys(&self, hash: u64) -> MutexGuard<'_, Keys<K>> {
+        // Bits that the map itself uses little: it takes the bucket from the
+        // low bits and its tags from the top seven.
+        #[allow(clippy::cast_possible_truncation)] // masked to below SHARDS
+        let shard = (hash >> 32) as usize % SHARDS;
+        Self::lock_shard(&self.shards[shard])
+    }
+
+    fn lock_shard(shard: &Shard<K>) -> MutexGuard<'_, Keys<K>> {
+        shard.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many keys are held or waited for, over all shards.
+    fn pending_keys(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| Self::lock_shard(shard).queues.len())
+            .sum()
     }
 }
 
@@ -217,7 +248,7 @@ impl<K: Eq + Hash> Shared<K> {
             *Arc::get_mut(&mut slot)? = Waiter::new();
             Some(slot)
         });
-        let mut keys = self.keys();
+        let mut keys = self.keys(key.hash);
         let next = Self::hand_off(&mut keys, key);
         if keys.spare.is_none() {
             keys.spare = reusable.take();
@@ -243,9 +274,11 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
         Serializer {
             shared: Arc::new(Shared {
                 hasher: RandomState::default(),
-                keys: Mutex::new(Keys {
-                    queues: HashMap::default(),
-                    spare: None,
+                shards: std::array::from_fn(|_| {
+                    Shard(Mutex::new(Keys {
+                        queues: HashMap::default(),
+                        spare: None,
+                    }))
                 }),
             }),
         }
@@ -290,9 +323,14 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
         F: Future,
     {
         let turn = self.lock(key);
+        // The turn itself holds the key once granted (no guard is made): the
+        // future then stores one place instead of a turn and a guard, which
+        // matters when many thousands are queued at once.
         async move {
-            let _guard = turn.await;
-            task.await
+            std::future::poll_fn(|cx| turn.poll_granted(cx)).await;
+            let output = task.await;
+            drop(turn);
+            output
         }
     }
 
@@ -318,7 +356,7 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
     /// ```
     pub fn lock(&self, key: K) -> Turn<K> {
         let key = self.shared.hashed(key);
-        let mut keys = self.shared.keys();
+        let mut keys = self.shared.keys(key.hash);
         let Keys { queues, spare } = &mut *keys;
         // Look before inserting: a held key (the common case under
         // contention) then costs no clone of the key.
@@ -352,7 +390,7 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
     /// ```
     pub fn try_lock(&self, key: K) -> Option<KeyGuard<K>> {
         let key = self.shared.hashed(key);
-        let mut keys = self.shared.keys();
+        let mut keys = self.shared.keys(key.hash);
         if keys.queues.contains_key(&key) {
             return None;
         }
@@ -382,7 +420,7 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
     /// assert_eq!(serializer.pending_keys(), 0);
     /// ```
     pub fn pending_keys(&self) -> usize {
-        self.shared.keys().queues.len()
+        self.shared.pending_keys()
     }
 }
 
@@ -403,7 +441,7 @@ impl<K> Clone for Serializer<K> {
 impl<K> fmt::Debug for Serializer<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Serializer")
-            .field("pending_keys", &self.shared.keys().queues.len())
+            .field("pending_keys", &self.shared.pending_keys())
             .finish()
     }
 }
@@ -437,10 +475,10 @@ impl<K> Place<K> {
 // it is `Unpin` whatever the key is.
 impl<K: Eq + Hash> Unpin for Turn<K> {}
 
-impl<K: Eq + Hash> Future for Turn<K> {
-    type Output = KeyGuard<K>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<KeyGuard<K>> {
+impl<K: Eq + Hash> Turn<K> {
+    /// Ready once it is this turn's call; the turn then holds the key until
+    /// it is dropped, as its guard would.
+    fn poll_granted(&self, cx: &Context<'_>) -> Poll<()> {
         let Some(place) = &self.place else {
             panic!("`Turn` polled after it completed");
         };
@@ -452,6 +490,15 @@ impl<K: Eq + Hash> Future for Turn<K> {
                 return Poll::Pending;
             }
         }
+        Poll::Ready(())
+    }
+}
+
+impl<K: Eq + Hash> Future for Turn<K> {
+    type Output = KeyGuard<K>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<KeyGuard<K>> {
+        std::task::ready!(self.poll_granted(cx));
         Poll::Ready(KeyGuard {
             place: self.place.take(),
         })
@@ -463,7 +510,14 @@ impl<K: Eq + Hash> Drop for Turn<K> {
         let Some(place) = self.place.take() else {
             return; // resolved: the guard owns the place now
         };
-        let mut keys = place.shared.keys();
+        // A grant is final (only this turn could cancel its waiter), so one
+        // seen here needs no mutex to confirm: release the key as a guard
+        // would, keeping the waiter slot for reuse.
+        if place.is_granted() {
+            place.shared.release(&place.key, place.waiter);
+            return;
+        }
+        let mut keys = place.shared.keys(place.key.hash);
         // The grant is only ever given under the mutex, so this is definitive.
         let next = if place.is_granted() {
             Shared::hand_off(&mut keys, &place.key)

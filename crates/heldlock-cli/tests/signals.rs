@@ -37,15 +37,9 @@ fn recorded(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A visible skip: `SKIPPED <test>: <reason>` on stderr, past the harness's
-/// capture; a failure instead under `HELDLOCK_REQUIRE_ALL_TESTS=1`.
-fn skip(test: &str, reason: &str) {
-    assert!(
-        std::env::var("HELDLOCK_REQUIRE_ALL_TESTS").as_deref() != Ok("1"),
-        "{test} must run (HELDLOCK_REQUIRE_ALL_TESTS=1), but {reason}"
-    );
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
-}
+/// A visible skip (and a failure under `HELDLOCK_REQUIRE_ALL_TESTS=1`),
+/// counted in `HELDLOCK_SKIP_LOG` like every other suite's.
+use heldlock_testkit::skip;
 
 /// A pseudo-terminal: the master end (what a terminal emulator holds) and
 /// the slave end (what the programs in it use).

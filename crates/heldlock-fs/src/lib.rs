@@ -116,24 +116,6 @@ mod test_support {
         wait.recv_timeout(limit).is_ok()
     }
 
-    /// A visible skip: `SKIPPED <test>: <reason>` on stderr, past the harness's
-    /// capture (and appended to `HELDLOCK_SKIP_LOG` when set); a failure under
-    /// `HELDLOCK_REQUIRE_ALL_TESTS=1`.
-    pub(crate) fn skip(test: &str, reason: &str) {
-        use std::io::Write as _;
-        assert!(
-            std::env::var("HELDLOCK_REQUIRE_ALL_TESTS").as_deref() != Ok("1"),
-            "{test} must run (HELDLOCK_REQUIRE_ALL_TESTS=1), but {reason}"
-        );
-        let line = format!("SKIPPED {test}: {reason}\n");
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        if let Some(log) = std::env::var_os("HELDLOCK_SKIP_LOG")
-            && let Ok(mut file) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-        {
-            let _ = file.write_all(line.as_bytes());
-        }
-    }
+    /// A visible skip, as every test suite of the workspace makes one.
+    pub(crate) use heldlock_testkit::skip;
 }

@@ -120,24 +120,7 @@ pub fn unique_key(name: &str) -> String {
 /// harness's capture) and to `HELDLOCK_SKIP_LOG` when set; a failure
 /// instead under `HELDLOCK_REQUIRE_ALL_TESTS=1` or `HELDLOCK_REQUIRE_ETCD=1`.
 pub fn skip(test: &str, reason: &str) {
-    use std::io::Write as _;
-    for var in ["HELDLOCK_REQUIRE_ALL_TESTS", REQUIRE_ENV] {
-        assert!(
-            std::env::var(var).as_deref() != Ok("1"),
-            "{test} must run ({var}=1), but {reason}"
-        );
-    }
-    let line = format!("SKIPPED {test}: {reason}\n");
-    // Nothing better to do if stderr or the log cannot be written.
-    let _ = std::io::stderr().write_all(line.as_bytes());
-    if let Some(log) = std::env::var_os("HELDLOCK_SKIP_LOG")
-        && let Ok(mut file) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-    {
-        let _ = file.write_all(line.as_bytes());
-    }
+    heldlock_testkit::skip_unless_required(test, reason, &[REQUIRE_ENV]);
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {

@@ -184,42 +184,10 @@ pub(crate) fn lock_path(dir: &Path) -> PathBuf {
     dir.join("db.lock")
 }
 
-/// Reports that `test` cannot run here, for `reason`, and returns so that
-/// the test can end early.
-///
-/// A skip must not pass for a run: the line `SKIPPED <test>: <reason>` goes
-/// to the process's stderr directly, past the harness's capture of
-/// `eprintln!` (so it shows with and without `--nocapture`; count the
-/// skips with `grep -c '^SKIPPED'`), and it is appended to the file named by
-/// `HELDLOCK_SKIP_LOG` when that is set. Under
-/// `HELDLOCK_REQUIRE_ALL_TESTS=1` (CI on a machine that can run every
-/// test) a skip fails the test instead.
-pub(crate) fn skip(test: &str, reason: &str) {
-    skip_unless_required(test, reason, &[]);
-}
-
-/// [`skip`], also failing under any of `also` set to `1` (older, narrower
-/// names of `HELDLOCK_REQUIRE_ALL_TESTS`).
-pub(crate) fn skip_unless_required(test: &str, reason: &str, also: &[&str]) {
-    use std::io::Write as _;
-    for var in std::iter::once("HELDLOCK_REQUIRE_ALL_TESTS").chain(also.iter().copied()) {
-        assert!(
-            std::env::var(var).as_deref() != Ok("1"),
-            "{test} must run ({var}=1), but {reason}"
-        );
-    }
-    let line = format!("SKIPPED {test}: {reason}\n");
-    // Nothing better to do if stderr or the log cannot be written.
-    let _ = std::io::stderr().write_all(line.as_bytes());
-    if let Some(log) = std::env::var_os("HELDLOCK_SKIP_LOG")
-        && let Ok(mut file) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-    {
-        let _ = file.write_all(line.as_bytes());
-    }
-}
+/// Visible, countable skips, shared by every test suite of the workspace
+/// (not every test binary that includes this module makes one).
+#[allow(unused_imports)]
+pub(crate) use heldlock_testkit::{skip, skip_unless_required};
 
 /// Whether this process can make an inotify descriptor: asked of the kernel
 /// directly, not of the code under test, so that a listener that is never

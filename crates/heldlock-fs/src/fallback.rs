@@ -8,9 +8,25 @@
 /// The queue of same-host waiters (Linux: `queue/`).
 pub(crate) mod queue {
     use heldlock_core::ChangeListener;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
     /// Never a listener: the waiter polls.
-    pub(crate) fn listen(_path: &std::path::Path) -> Option<ChangeListener> {
+    pub(crate) fn listen(_path: &Path, _bound: Option<Duration>) -> Option<ChangeListener> {
+        None
+    }
+
+    /// No queue, so no starving mark: bounded waiting takes no part.
+    pub(crate) fn starving_mark(_path: &Path) -> Option<PathBuf> {
+        None
+    }
+
+    /// Never asked (there is no mark); nobody to wait behind.
+    pub(crate) fn wait_behind_older(
+        _path: &Path,
+        _mark: &Path,
+        _bound: Duration,
+    ) -> Option<ChangeListener> {
         None
     }
 }

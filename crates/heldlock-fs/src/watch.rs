@@ -22,7 +22,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -277,7 +277,7 @@ impl Watcher {
         if !removed.is_empty() {
             let now = std::time::Instant::now();
             let last = self.state().last_removal.replace(now);
-            if looping(last, now) {
+            if looping(last, now) && STARVING.load(Ordering::Relaxed) == 0 {
                 // The event comes the moment the lock is renamed away, while
                 // its releaser is still cleaning up: the look tells more once
                 // a releaser that takes its lock straight back has done so.
@@ -306,6 +306,21 @@ impl Watcher {
             state.forget_dir(watch);
             let _ = inotify::remove_watch(&self.inotify, watch);
         }
+    }
+}
+
+/// How many waiter queues this process's leaders have marked starving
+/// (bounded waiting): while one is, the releaser of its lock yields instead
+/// of taking it straight back, so a release is worth waking for at once.
+static STARVING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a starving mark made (`true`) or removed (`false`) by this
+/// process; see [`STARVING`].
+pub(crate) fn starving(made: bool) {
+    if made {
+        STARVING.fetch_add(1, Ordering::Relaxed);
+    } else {
+        STARVING.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

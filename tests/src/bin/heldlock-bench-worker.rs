@@ -9,7 +9,7 @@
 //! heldlock-bench-worker <kind> handover <lock>
 //!
 //! <kind> = heldlock | heldlock-new | heldlock-new-mt | floor | reference-floor
-//!        | flock | reference <poll-ms>
+//!        | flock | reference <poll-ms> | heldlock-bounded <bound-us>
 //! ```
 //!
 //! Kinds (stale 30 s wherever there is one; waits give up after 120 s):
@@ -21,6 +21,8 @@
 //! * `heldlock-new-mt`: `heldlock-new` on a multi-thread tokio runtime with
 //!   one worker, each call driven by `block_on` from outside it (the
 //!   heartbeat task runs on the worker);
+//! * `heldlock-bounded <bound-us>`: `heldlock` with bounded waiting
+//!   (`LockOptions::bounded_wait`) of `bound-us` microseconds;
 //! * `floor`: the bare system calls of heldlock's protocol
 //!   (`heldlock_tests::floor`: `open O_EXCL`, `fstat`, `write`, `futimens`;
 //!   release `lstat`, `pread`, `rename`, `lstat`, `pread`, `unlink`,
@@ -81,7 +83,7 @@ const HOLD: Duration = Duration::from_secs(3600);
 const WARM_UP: u32 = 200;
 
 const USAGE: &str = "usage: heldlock-bench-worker \
-                     <heldlock|heldlock-new|heldlock-new-mt|floor|reference-floor|flock|reference POLL-MS> \
+                     <heldlock|heldlock-new|heldlock-new-mt|floor|reference-floor|flock|reference POLL-MS|heldlock-bounded BOUND-US> \
                      (contend LOCK COUNTER TIMES LOG | pairs LOCK TIMES | hold LOCK | wait LOCK | handover LOCK)";
 
 fn main() -> ExitCode {
@@ -112,6 +114,10 @@ fn run(args: &[String]) -> Result<()> {
         ["reference", poll, job @ ..] => {
             let poll: u64 = poll.parse().context(format!("bad poll {poll:?}"))?;
             (Kind::Reference(Duration::from_millis(poll)), job)
+        }
+        ["heldlock-bounded", bound, job @ ..] => {
+            let bound: u64 = bound.parse().context(format!("bad bound {bound:?}"))?;
+            (Kind::Bounded(Duration::from_micros(bound)), job)
         }
         [kind, job @ ..] => (
             match *kind {
@@ -245,6 +251,8 @@ enum Kind {
     ReferenceFloor,
     Flock,
     Reference(Duration),
+    /// `heldlock` with bounded waiting.
+    Bounded(Duration),
 }
 
 /// Whether heldlock makes a new `FileLock` for every acquisition, and on
@@ -271,7 +279,12 @@ enum Contender {
 impl Contender {
     fn new(kind: Kind, path: &Path) -> Result<Self> {
         Ok(match kind {
-            Kind::Heldlock(fresh) => Contender::Heldlock(Box::new(Heldlock::new(path, fresh)?)),
+            Kind::Heldlock(fresh) => {
+                Contender::Heldlock(Box::new(Heldlock::new(path, fresh, None)?))
+            }
+            Kind::Bounded(bound) => {
+                Contender::Heldlock(Box::new(Heldlock::new(path, Fresh::No, Some(bound))?))
+            }
             Kind::Floor => Contender::Floor(Floor::new(path, false)),
             Kind::ReferenceFloor => Contender::ReferenceFloor(Floor::new(path, true)),
             Kind::Flock => Contender::Flock(
@@ -329,8 +342,15 @@ fn lock_options() -> LockOptions {
     LockOptions::new(STALE).max_wait(MAX_WAIT)
 }
 
+fn bounded_options(bound: Option<Duration>) -> LockOptions {
+    match bound {
+        Some(bound) => lock_options().bounded_wait(bound),
+        None => lock_options(),
+    }
+}
+
 impl Heldlock {
-    fn new(path: &Path, fresh: Fresh) -> Result<Self> {
+    fn new(path: &Path, fresh: Fresh, bound: Option<Duration>) -> Result<Self> {
         let runtime = match fresh {
             Fresh::No | Fresh::CurrentThread => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -342,7 +362,7 @@ impl Heldlock {
         }
         .context("build a tokio runtime")?;
         let lock = match fresh {
-            Fresh::No => Some(FileLock::new(path, lock_options()).context("lock options")?),
+            Fresh::No => Some(FileLock::new(path, bounded_options(bound)).context("lock options")?),
             Fresh::CurrentThread | Fresh::MultiThread => None,
         };
         Ok(Heldlock {

@@ -90,6 +90,22 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// Bounded waiting ([`LockOptions::bounded_wait`](crate::LockOptions::bounded_wait)):
+    /// asked once per acquisition, before its first try. Return a listener
+    /// when an older waiter has asked to go first; it completes when this
+    /// acquirer may try (its own turn among the waiters came, or the older
+    /// waiter got the lock). The core waits for it at most `poll`, and never
+    /// past its deadline, then tries as usual; it keeps the listener until
+    /// its next [`listen`](Self::listen) replaces it, since the listener may
+    /// hold a place in a queue of waiters, as `listen`'s may.
+    ///
+    /// A courtesy, never a rule of exclusion: the acquirer tries anyway once
+    /// the wait ends, and the backend's steps decide who holds the lock.
+    /// Return `None` (the default) to have every acquirer try at once.
+    fn wait_behind_older(&self) -> Option<ChangeListener> {
+        None
+    }
+
     /// The fencing token of the lock `owner` holds through this handle:
     /// a number that is strictly greater for every later grant of the same
     /// lock, whoever is granted it, so that a resource which remembers the
@@ -307,6 +323,9 @@ macro_rules! forward_backend {
             }
             fn listen(&self) -> Option<ChangeListener> {
                 (**self).listen()
+            }
+            fn wait_behind_older(&self) -> Option<ChangeListener> {
+                (**self).wait_behind_older()
             }
             fn fencing_token(&self, owner: &OwnerId) -> Option<u64> {
                 (**self).fencing_token(owner)

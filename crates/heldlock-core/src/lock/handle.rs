@@ -312,6 +312,28 @@ impl Lock {
         // task ran in to the next try.
         let mut spare_lease: Option<Arc<Lease>> = None;
         let mut spare_box = None;
+        if !max_wait.is_zero()
+            && let Some(mut turn) = self.backend.wait_behind_older()
+        {
+            // Bounded waiting: an older waiter asked to go first. Not past
+            // `poll` (the wait is a courtesy, not a rule), nor the deadline
+            // (the try below still gets its `grace`).
+            tracing::debug!("waiting behind an older waiter");
+            let left = deadline.saturating_duration_since(self.runtime.instant());
+            let mut timer = self.runtime.sleep(self.timing.poll.min(left));
+            poll_fn(|cx| {
+                if turn.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            via = "turn";
+            // Kept, as a place in the line, until the look that follows a
+            // failed try subscribes anew.
+            released = Some(turn);
+        }
         loop {
             let event = match action {
                 Action::TryCreate => {

@@ -15,7 +15,7 @@
 //! | `WARN` | `broke a stale lock` | `resource`, `holder.pid`, `holder.host`, `holder.owner` (or `holder.summary` for a lock without a record), `age`, `reason` | the driver, after `Broke::Broken` |
 //! | `WARN` | `lost the lock` | `resource`, `owner`, `reason` | `Lease::mark_lost` |
 //! | `WARN` | the warning's text | `resource` | `LockOptions::warn` (every warning the hook gets, but a loss) |
-//! | `DEBUG` | `acquired` | `waited`, `via` (`free`, `release` for a hand-off, `holder_exit`, `poll`, `break`) | the driver |
+//! | `DEBUG` | `acquired` | `waited`, `via` (`free`, `release` for a hand-off, `holder_exit`, `poll`, `break`, `turn` after waiting behind an older waiter) | the driver |
 //! | `DEBUG` | `released` | `held` | `Lease::note_release` |
 //! | `DEBUG` | `waiting` | `holder` | the driver, at the first sleep |
 //! | `DEBUG` | `woken` | `by` (`release`, `holder_exit`) | the driver |

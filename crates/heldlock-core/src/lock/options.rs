@@ -47,6 +47,7 @@ pub struct LockOptions {
     max_clock_skew: Duration,
     wall_clock_rule: bool,
     max_declared_stale: Duration,
+    bounded_wait: Option<Duration>,
     on_warning: Option<WarningHook>,
 }
 
@@ -69,6 +70,7 @@ impl LockOptions {
             max_clock_skew: Duration::ZERO,
             wall_clock_rule: true,
             max_declared_stale: DEFAULT_MAX_DECLARED_STALE,
+            bounded_wait: None,
             on_warning: None,
         }
     }
@@ -129,6 +131,31 @@ impl LockOptions {
     /// the lock uses.
     pub fn max_declared_stale(mut self, cap: Duration) -> Self {
         self.max_declared_stale = cap;
+        self
+    }
+
+    /// Bounded waiting (off by default): a waiter that has watched the lock
+    /// for longer than `bound` without getting it asks the acquirers of its
+    /// host to let it go first.
+    ///
+    /// Without it, a process that releases a contended lock and asks for it
+    /// again usually gets it straight back, before the waiter that the
+    /// release woke can try (a hand-off across processes costs a wake-up);
+    /// that is the fastest order, but a waiter's wait is then bounded only
+    /// by chance. With it, the waiter next in line that has watched for
+    /// `bound` leaves a mark, and every acquirer of the same host with
+    /// bounded waiting on, before its first try, queues behind it instead
+    /// (for at most `poll`, never past its `max_wait`): the next release
+    /// goes to the waiter. A shorter bound trades throughput for a shorter
+    /// tail; `docs/benchmarks.md` measures both modes.
+    ///
+    /// It is a courtesy among the processes of one host that all turn it
+    /// on, not a rule of the lock: processes without it, on other hosts or
+    /// on a network file system do not take part, and whoever tries may
+    /// still take the lock, so exclusion never depends on it. Backends
+    /// without a queue of waiters (the memory backend, etcd) ignore it.
+    pub fn bounded_wait(mut self, bound: Duration) -> Self {
+        self.bounded_wait = Some(bound);
         self
     }
 
@@ -195,6 +222,16 @@ impl LockOptions {
             self.max_declared_stale,
             Some(DEFAULT_MAX_DECLARED_STALE),
         )?;
+        let bounded_wait = match self.bounded_wait {
+            Some(bound) if bound > MAX_DURATION => {
+                return Err(OptionsError::OutOfRange {
+                    option: "bounded_wait",
+                    value: bound,
+                    default: None,
+                });
+            }
+            other => other,
+        };
         Ok(Timing {
             stale,
             max_wait,
@@ -203,6 +240,7 @@ impl LockOptions {
             max_clock_skew: self.max_clock_skew,
             wall_clock_rule: self.wall_clock_rule,
             max_declared_stale,
+            bounded_wait,
         })
     }
 
@@ -241,6 +279,7 @@ impl fmt::Debug for LockOptions {
             .field("max_clock_skew", &self.max_clock_skew)
             .field("wall_clock_rule", &self.wall_clock_rule)
             .field("max_declared_stale", &self.max_declared_stale)
+            .field("bounded_wait", &self.bounded_wait)
             .field("on_warning", &self.on_warning.is_some())
             .finish()
     }
@@ -264,6 +303,10 @@ pub struct Timing {
     pub wall_clock_rule: bool,
     /// The longest stale age honoured when a holder declares one.
     pub max_declared_stale: Duration,
+    /// How long the waiter next in line may watch before the acquirers of
+    /// its host let it go first; `None`: no bounded waiting. See
+    /// [`LockOptions::bounded_wait`].
+    pub bounded_wait: Option<Duration>,
 }
 
 impl Timing {

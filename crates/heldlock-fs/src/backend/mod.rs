@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, SystemTime};
@@ -126,6 +126,10 @@ pub struct FsBackend<V: Vfs = RealFs> {
     /// The marker this backend found in its way, and since when it has seen
     /// it unchanged (by the monotonic clock, which no host's clock skews).
     marker_seen: Mutex<Option<SeenMarker>>,
+    /// Bounded waiting (see [`bounded_wait`](Self::bounded_wait)).
+    bounded_wait: Option<Duration>,
+    /// Where this lock's starving mark would be, found on first need.
+    starving_mark: OnceLock<Option<PathBuf>>,
     #[cfg(feature = "safeguard-switches")]
     safeguards: Safeguards,
 }
@@ -204,6 +208,8 @@ impl<V: Vfs> FsBackend<V> {
             marker_wall_clock: true,
             kernel_locks: true,
             marker_seen: Mutex::new(None),
+            bounded_wait: None,
+            starving_mark: OnceLock::new(),
             #[cfg(feature = "safeguard-switches")]
             safeguards: Safeguards::default(),
         })
@@ -533,10 +539,27 @@ impl<V: Vfs> LockBackend for FsBackend<V> {
     /// cannot watch it (waiters then poll with a backoff).
     fn listen(&self) -> Option<heldlock_core::ChangeListener> {
         if V::NOTIFIES {
-            crate::queue::listen(&self.path)
+            crate::queue::listen(&self.path, self.bounded_wait)
         } else {
             None
         }
+    }
+
+    /// With [`bounded_wait`](FsBackend::bounded_wait) on the real file
+    /// system: when the leader of this host's waiters for the lock has
+    /// marked its queue starving, a listener that keeps this process in the
+    /// queue behind it (one `access` per acquisition finds that there is no
+    /// mark; the mark's place is found once per backend).
+    fn wait_behind_older(&self) -> Option<heldlock_core::ChangeListener> {
+        let bound = self.bounded_wait?;
+        if !V::NOTIFIES {
+            return None;
+        }
+        let mark = self
+            .starving_mark
+            .get_or_init(|| crate::queue::starving_mark(&self.path))
+            .as_deref()?;
+        crate::queue::wait_behind_older(&self.path, mark, bound)
     }
 }
 

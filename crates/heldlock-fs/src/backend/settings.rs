@@ -55,6 +55,24 @@ impl<V: Vfs> FsBackend<V> {
         self.sweep_trash_older_than(timing.stale)
             .expire_break_markers_after(timing.stale.saturating_add(timing.max_clock_skew))
             .expire_break_markers_by_wall_clock(timing.wall_clock_rule)
+            .bounded_wait(timing.bounded_wait)
+    }
+
+    /// Bounded waiting among this host's waiters (default `None`: off; see
+    /// `LockOptions::bounded_wait`, which `FileLock` gives here). The
+    /// waiter that leads the host's queue of waiters for this lock (see
+    /// `docs/protocol.md`, "Waking waiters") and has led for longer than
+    /// `bound` leaves an empty *starving mark* beside the queue's files, in
+    /// this user's private queue directory, never beside the lock; an
+    /// acquirer with bounded waiting on that finds the mark before its first
+    /// try queues behind that leader instead of trying. The leader removes
+    /// the mark as it leaves the queue (having got the lock, or given up),
+    /// and so does whoever removes the queue's files. Only on the real file
+    /// system, where waiters are notified.
+    #[must_use]
+    pub fn bounded_wait(mut self, bound: Option<Duration>) -> Self {
+        self.bounded_wait = bound;
+        self
     }
 
     /// Whether a break marker may count as expired when our wall clock says

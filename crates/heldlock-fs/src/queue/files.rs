@@ -56,6 +56,22 @@ impl Home {
         }
         open_private_dir(&per_user)
     }
+
+    /// The path of the directory [`open_dir`](Self::open_dir) would open,
+    /// found without making anything: for a look at one of its files by
+    /// name (a starving mark), where a wrong answer costs a wait of at most
+    /// a poll. `None` when no directory there is private.
+    pub(super) fn dir_path(&self) -> Option<PathBuf> {
+        if let Some(runtime) = self.runtime_dir.as_deref().filter(|dir| dir.is_absolute())
+            && open_private_dir(runtime).is_ok()
+        {
+            return Some(runtime.to_path_buf());
+        }
+        let per_user = self
+            .temp_dir
+            .join(format!("heldlock-{}", rustix::process::geteuid().as_raw()));
+        open_private_dir(&per_user).is_ok().then_some(per_user)
+    }
 }
 
 /// Opens the directory at `path` if it is private: a real directory (a
@@ -216,6 +232,9 @@ pub(super) struct Membership {
     pub(super) dir: OwnedFd,
     pub(super) waiters_name: String,
     pub(super) turn_name: String,
+    /// The mark of a leader that waited past its bound (bounded waiting):
+    /// made and removed by the leader only (see [`starving_name`]).
+    pub(super) starving_name: String,
     /// Held with a shared `flock` while this membership lives.
     pub(super) waiters: OwnedFd,
     /// Its exclusive `flock` is the turn.
@@ -274,6 +293,7 @@ pub(super) fn join(home: &Home, name: &str) -> Result<Membership, NoQueue> {
             dir,
             waiters_name,
             turn_name,
+            starving_name: starving_name(name),
             waiters,
             turn,
             pid: std::process::id(),
@@ -307,6 +327,38 @@ impl Membership {
             let _ = rustix::fs::flock(&self.turn, FlockOperation::Unlock);
         }
     }
+
+    /// Leaves the starving mark: the leader (the caller) has watched past
+    /// its bound. An empty file, made or found; only its name says anything.
+    pub(super) fn mark_starving(&self) -> rustix::io::Result<()> {
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::CLOEXEC
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY;
+        rustix::fs::openat(
+            &self.dir,
+            &self.starving_name,
+            flags,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .map(drop)
+    }
+
+    /// Removes the starving mark, whoever made it: called by the leader as
+    /// it gives up the turn, so that a mark left by a leader that died
+    /// lasts one leader at most.
+    pub(super) fn unmark_starving(&self) {
+        let _ = rustix::fs::unlinkat(&self.dir, &self.starving_name, AtFlags::empty());
+    }
+}
+
+/// The name of the starving mark of the queue named `name`: there while the
+/// queue's leader has waited past its bound, for the acquirers of this host
+/// to wait behind it (bounded waiting; see the queue's module docs).
+pub(super) fn starving_name(name: &str) -> String {
+    format!("{name}.starving")
 }
 
 impl Drop for Membership {
@@ -352,6 +404,11 @@ pub(super) fn remove_queue(
     }
     // The turn file first (see `Membership`). Should a removal fail, the
     // file stays at its name and whoever comes next uses it.
+    // A leader's starving mark goes with the queue: one left by a leader
+    // that died must not outlive the queue. It takes no part in joining.
+    if let Some(name) = waiters_name.strip_suffix(".waiters") {
+        let _ = rustix::fs::unlinkat(dir, starving_name(name), AtFlags::empty());
+    }
     let _ = rustix::fs::unlinkat(dir, turn_name, AtFlags::empty());
     step(Step::BetweenRemovals);
     let _ = rustix::fs::unlinkat(dir, waiters_name, AtFlags::empty());
@@ -410,7 +467,8 @@ pub(super) fn sweep_abandoned(dir: &OwnedFd) {
             let file = entry.file_name().to_str().ok()?;
             let name = file
                 .strip_suffix(".waiters")
-                .or_else(|| file.strip_suffix(".turn"))?;
+                .or_else(|| file.strip_suffix(".turn"))
+                .or_else(|| file.strip_suffix(".starving"))?;
             is_queue_name(name).then(|| name.to_owned())
         })
         .collect();

@@ -26,6 +26,14 @@
 //! directory (another `XDG_RUNTIME_DIR` or `TMPDIR`, another user, a private
 //! `/tmp`), each group has its own leader, which costs a wake-up each,
 //! nothing more.
+//!
+//! Bounded waiting (`LockOptions::bounded_wait`) adds a third file, a
+//! *starving mark*: the queue thread of a leader whose process has waited
+//! past its bound makes it, and an acquirer with the option that finds it
+//! before its first try queues behind the leader instead of taking the lock
+//! back ([`wait_behind_older`]). The leader removes it as it leaves the
+//! queue, and so does whoever removes the queue's files. Like the queue, it
+//! decides who tries when, never who holds the lock.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,6 +48,8 @@ use rustix::io::Errno;
 
 use crate::watch::{self, Notify};
 
+#[cfg(test)]
+mod bounded_tests;
 mod files;
 #[cfg(test)]
 mod tests;
@@ -75,6 +85,17 @@ struct State {
     /// The turn's `flock` failed where it should not: every waiter of this
     /// process watches for as long as this entry lives.
     broken: bool,
+    /// Bounded waiting: how long this process may wait before, leading, it
+    /// marks the queue starving; `None`: it takes no part. Set by its
+    /// waiters.
+    bound: Option<Duration>,
+    /// Since when this process's waiters have waited without a break
+    /// (while any listens).
+    waiting_since: Option<Instant>,
+    /// Whether this leadership has tried to mark the queue starving.
+    marked: bool,
+    /// Whether it did: the mark is there, its removal owed.
+    mark_made: bool,
 }
 
 /// Which queue: where its files are, and their name.
@@ -93,6 +114,16 @@ struct Turns {
     work: Condvar,
     /// Fired when this process becomes the leader.
     turn_came: Arc<Notify>,
+}
+
+impl State {
+    /// One more waiter of this process listens, with bounded waiting's
+    /// `bound` (the last one given counts).
+    fn start_waiting(&mut self, bound: Option<Duration>) {
+        self.interest += 1;
+        self.bound = bound;
+        self.waiting_since.get_or_insert_with(Instant::now);
+    }
 }
 
 impl Turns {
@@ -122,16 +153,20 @@ fn queues() -> MutexGuard<'static, Registry> {
 /// queue, it completes when the lock is released (see
 /// [`watch::lock_removed`]); otherwise it completes when this process's turn
 /// to watch comes. `None` when the lock cannot be watched at all.
-pub(crate) fn listen(path: &Path) -> Option<ChangeListener> {
-    listen_in(path, &Home::from_env())
+///
+/// With bounded waiting (`bound`), the queue thread of a leader whose
+/// process has waited for longer than `bound` marks the queue starving; see
+/// [`wait_behind_older`].
+pub(crate) fn listen(path: &Path, bound: Option<Duration>) -> Option<ChangeListener> {
+    listen_in(path, &Home::from_env(), bound)
 }
 
-fn listen_in(path: &Path, home: &Home) -> Option<ChangeListener> {
+fn listen_in(path: &Path, home: &Home, bound: Option<Duration>) -> Option<ChangeListener> {
     // Watching must work at all, or the queue only delays the poll.
     if !watch::available() {
         return None;
     }
-    let Some(interest) = Interest::enter(path, home) else {
+    let Some(interest) = Interest::enter(path, home, bound) else {
         return watch::lock_removed(path);
     };
     match interest.take_turn() {
@@ -190,7 +225,7 @@ struct Interest {
 }
 
 impl Interest {
-    fn enter(path: &Path, home: &Home) -> Option<Self> {
+    fn enter(path: &Path, home: &Home, bound: Option<Duration>) -> Option<Self> {
         {
             let queues = queues();
             if let Some(turns) = queues.by_lock.get(path)
@@ -198,7 +233,7 @@ impl Interest {
             {
                 // Counted under the registry's mutex, so that no
                 // `forget_if_idle` can drop the entry in between.
-                turns.state().interest += 1;
+                turns.state().start_waiting(bound);
                 return Some(Interest {
                     turns: Arc::clone(turns),
                 });
@@ -224,6 +259,10 @@ impl Interest {
                         thread: false,
                         threads_started: 0,
                         broken: false,
+                        bound,
+                        waiting_since: None,
+                        marked: false,
+                        mark_made: false,
                     }),
                     work: Condvar::new(),
                     turn_came: Arc::default(),
@@ -235,7 +274,7 @@ impl Interest {
         queues
             .by_lock
             .insert(path.to_path_buf(), Arc::clone(&turns));
-        turns.state().interest += 1;
+        turns.state().start_waiting(bound);
         Some(Interest { turns })
     }
 
@@ -271,29 +310,27 @@ impl Interest {
         };
         match member.try_lead() {
             Ok(()) => {
-                state.role = Role::Leader;
+                start_leading(&mut state);
+                // Bounded waiting: the queue thread marks the queue
+                // starving once this process's wait outlasts its bound. Without
+                // the thread, nothing is marked: waiting stays unbounded,
+                // as without the option.
+                if state.bound.is_some() {
+                    let _ = wake_queue_thread(turns, &mut state);
+                }
                 Taken::Lead
             }
             Err(Errno::WOULDBLOCK) => {
                 // Listen before the thread can fire, or its news is lost.
                 let turn = turns.turn_came.listen();
-                if state.thread {
-                    turns.work.notify_one();
-                } else {
-                    let waiting = Arc::clone(turns);
-                    let spawned = std::thread::Builder::new()
-                        .name("heldlock-queue".into())
-                        .spawn(move || queue_thread(&waiting));
-                    if spawned.is_err() {
-                        let leaving = state.member.take();
-                        drop(state);
-                        drop((member, leaving));
-                        return Taken::Unavailable;
-                    }
-                    state.thread = true;
-                    state.threads_started += 1;
-                }
                 state.role = Role::Queued;
+                if !wake_queue_thread(turns, &mut state) {
+                    state.role = Role::Idle;
+                    let leaving = state.member.take();
+                    drop(state);
+                    drop((member, leaving));
+                    return Taken::Unavailable;
+                }
                 Taken::Wait(turn)
             }
             Err(error) => {
@@ -314,6 +351,7 @@ impl Drop for Interest {
         if state.interest > 0 {
             return;
         }
+        state.waiting_since = None;
         match state.role {
             // The thread passes the turn on when it gets it.
             Role::Queued => {}
@@ -335,9 +373,19 @@ fn give_up_turn(state: &mut State) -> Option<Arc<Membership>> {
     if state.role == Role::Leader
         && let Some(member) = &state.member
     {
+        if state.bound.is_some() || state.mark_made {
+            // Before the turn passes, so that the next leader never finds
+            // the mark of a wait that is over.
+            member.unmark_starving();
+        }
+        if state.mark_made {
+            watch::starving(false);
+        }
         member.pass_turn();
     }
     state.role = Role::Idle;
+    state.marked = false;
+    state.mark_made = false;
     state.member.take()
 }
 
@@ -374,16 +422,27 @@ fn queue_thread(turns: &Arc<Turns>) {
                 if state.role == Role::Queued {
                     break;
                 }
-                let idle = idle_since.elapsed();
-                if idle >= THREAD_IDLE {
+                let now = Instant::now();
+                let mark_at = starving_at(&state);
+                if mark_at.is_some_and(|at| at <= now) {
+                    mark_starving(&mut state);
+                    idle_since = now;
+                    continue;
+                }
+                let idle = now.saturating_duration_since(idle_since);
+                if idle >= THREAD_IDLE && mark_at.is_none() {
                     state.thread = false;
                     drop(state);
                     forget_if_idle(turns);
                     return;
                 }
+                let mut wait = THREAD_IDLE.saturating_sub(idle);
+                if let Some(at) = mark_at {
+                    wait = wait.min(at.saturating_duration_since(now));
+                }
                 let (next, timeout) = turns
                     .work
-                    .wait_timeout(state, THREAD_IDLE - idle)
+                    .wait_timeout(state, wait)
                     .unwrap_or_else(PoisonError::into_inner);
                 state = next;
                 if !timeout.timed_out() {
@@ -405,7 +464,7 @@ fn queue_thread(turns: &Arc<Turns>) {
         // What the state let go of goes after its mutex.
         let leaving = match result {
             Ok(()) if state.interest > 0 => {
-                state.role = Role::Leader;
+                start_leading(&mut state);
                 drop(state);
                 turns.turn_came.notify();
                 None
@@ -432,4 +491,102 @@ fn queue_thread(turns: &Arc<Turns>) {
         };
         drop(leaving);
     }
+}
+
+/// This process has just taken the turn.
+fn start_leading(state: &mut State) {
+    state.role = Role::Leader;
+    state.marked = false;
+}
+
+/// Has the queue thread wait for this process's turn (`Queued`) or for its
+/// leadership's bound (`Leader`), starting the thread if there is none;
+/// whether there is one.
+fn wake_queue_thread(turns: &Arc<Turns>, state: &mut State) -> bool {
+    if state.thread {
+        turns.work.notify_one();
+        return true;
+    }
+    let waiting = Arc::clone(turns);
+    let spawned = std::thread::Builder::new()
+        .name("heldlock-queue".into())
+        .spawn(move || queue_thread(&waiting));
+    if spawned.is_err() {
+        return false;
+    }
+    state.thread = true;
+    state.threads_started += 1;
+    true
+}
+
+/// Bounded waiting: when this process's leadership, if it leads with a
+/// bound and has not marked the queue yet, has waited past its bound: from
+/// the start of its waiters' wait, not of its leadership, so that a waiter
+/// that queued long behind others marks the moment its turn comes.
+fn starving_at(state: &State) -> Option<Instant> {
+    if state.role != Role::Leader || state.marked || state.member.is_none() {
+        return None;
+    }
+    Some(state.waiting_since? + state.bound?)
+}
+
+/// Marks the queue starving for this leadership (once: a failure is not
+/// retried, and leaves waiting unbounded, as without the option).
+fn mark_starving(state: &mut State) {
+    state.marked = true;
+    let Some(member) = &state.member else {
+        return;
+    };
+    match member.mark_starving() {
+        Ok(()) => {
+            state.mark_made = true;
+            watch::starving(true);
+        }
+        Err(error) => tracing::debug!(%error, "cannot mark the waiter queue starving"),
+    }
+}
+
+/// Bounded waiting, for an acquirer about to try the lock at `path` for the
+/// first time: when the leader of its host's waiters marked the queue
+/// starving (at `mark`, see [`starving_mark`]), a listener that keeps this
+/// process in line behind it and completes when this process's turn comes,
+/// or at once when the turn is free. `None` (try at once) when there is no
+/// mark, when this process leads the queue itself, or when it cannot queue.
+pub(crate) fn wait_behind_older(
+    path: &Path,
+    mark: &Path,
+    bound: Duration,
+) -> Option<ChangeListener> {
+    wait_behind_older_in(path, mark, &Home::from_env(), bound)
+}
+
+fn wait_behind_older_in(
+    path: &Path,
+    mark: &Path,
+    home: &Home,
+    bound: Duration,
+) -> Option<ChangeListener> {
+    // The common case, one system call: nobody starves.
+    rustix::fs::access(mark, rustix::fs::Access::EXISTS).ok()?;
+    if !watch::available() {
+        return None;
+    }
+    let interest = Interest::enter(path, home, Some(bound))?;
+    match interest.take_turn() {
+        // The mark is this process's own, or the starving leader is gone:
+        // nobody to wait for.
+        Taken::Lead => Some(InLine::keep(interest, Box::pin(std::future::ready(())))),
+        Taken::Wait(turn) => Some(InLine::keep(interest, turn)),
+        Taken::Unavailable => None,
+    }
+}
+
+/// Where the starving mark of the lock at `path`'s queue would be, for
+/// [`wait_behind_older`]; `None` when there is no queue to mark.
+pub(crate) fn starving_mark(path: &Path) -> Option<PathBuf> {
+    starving_mark_in(path, &Home::from_env())
+}
+
+fn starving_mark_in(path: &Path, home: &Home) -> Option<PathBuf> {
+    Some(home.dir_path()?.join(starving_name(&queue_name(path)?)))
 }

@@ -13,8 +13,8 @@ use crate::test_support::completes_within;
 
 // Generous bounds: the events are immediate, the machine may be busy. The
 // quiet periods are short: a wake-up would come within microseconds.
-const SOON: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(300);
+pub(super) const SOON: Duration = Duration::from_secs(10);
+pub(super) const QUIET: Duration = Duration::from_millis(300);
 
 type Action = Box<dyn FnOnce()>;
 
@@ -48,14 +48,14 @@ fn in_place(member: &Membership) -> bool {
 
 /// A test's own locks and queue directory: nothing of a test lands in
 /// the real runtime or temporary directory.
-struct Fixture {
-    locks: tempfile::TempDir,
+pub(super) struct Fixture {
+    pub(super) locks: tempfile::TempDir,
     /// The queue directory, given as the runtime directory.
-    runtime: tempfile::TempDir,
-    home: Home,
+    pub(super) runtime: tempfile::TempDir,
+    pub(super) home: Home,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let locks = tempfile::tempdir().unwrap();
     let runtime = tempfile::tempdir().unwrap();
     std::fs::set_permissions(runtime.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -74,24 +74,24 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     /// A held lock named `name`.
-    fn held_lock(&self, name: &str) -> PathBuf {
+    pub(super) fn held_lock(&self, name: &str) -> PathBuf {
         let lock = self.locks.path().join(name);
         std::fs::write(&lock, "held").unwrap();
         lock
     }
 
     fn listen(&self, lock: &Path) -> Option<ChangeListener> {
-        listen_in(lock, &self.home)
+        listen_in(lock, &self.home, None)
     }
 
     /// Another process's place in the queue: its own open files.
-    fn other_process(&self, lock: &Path) -> Membership {
+    pub(super) fn other_process(&self, lock: &Path) -> Membership {
         join(&self.home, &queue_name(lock).unwrap()).expect("the queue opens")
     }
 
     /// Whether the queue directory ends up empty (the last membership
     /// may go on the queue thread, just after its waiter's listener).
-    fn no_queue_file_left(&self) -> bool {
+    pub(super) fn no_queue_file_left(&self) -> bool {
         empties(self.runtime.path())
     }
 }
@@ -119,7 +119,7 @@ fn empties(dir: &Path) -> bool {
     }
 }
 
-fn try_take_turn(other: &Membership) -> bool {
+pub(super) fn try_take_turn(other: &Membership) -> bool {
     other.try_lead().is_ok()
 }
 
@@ -550,7 +550,7 @@ fn without_a_runtime_directory_a_private_one_is_made_in_the_temporary_one() {
     let locks = tempfile::tempdir().unwrap();
     let lock = locks.path().join("tmp.lock");
     std::fs::write(&lock, "held").unwrap();
-    let Some(waiting) = listen_in(&lock, &home) else {
+    let Some(waiting) = listen_in(&lock, &home, None) else {
         eprintln!("inotify unavailable here; skipping");
         return;
     };
@@ -685,7 +685,7 @@ fn a_per_user_directory_that_is_not_private_is_refused_and_everyone_watches() {
         std::fs::write(&lock, "held").unwrap();
         let name = queue_name(&lock).unwrap();
         assert!(join(&home, &name).is_err(), "{what}");
-        let Some(watching) = listen_in(&lock, &home) else {
+        let Some(watching) = listen_in(&lock, &home, None) else {
             eprintln!("inotify unavailable here; skipping");
             return;
         };

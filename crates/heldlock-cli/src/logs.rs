@@ -35,26 +35,39 @@ static SPINNER: Mutex<Option<ProgressBar>> = Mutex::new(None);
 /// environment's `RUST_LOG`. Invalid `RUST_LOG` directives are ignored with
 /// a warning.
 pub(crate) fn install(verbosity: u8) {
-    let filter = filter(verbosity, std::env::var("RUST_LOG").ok().as_deref());
     let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .event_format(Line)
-        .with_writer(|| Stderr)
-        .finish();
+        .with_writer(|| Stderr);
     // Only fails if a subscriber was installed already, which would be a
     // bug of ours; the program works without logs.
-    let _ = tracing::subscriber::set_global_default(subscriber);
+    let _ = match std::env::var("RUST_LOG") {
+        // The flags' level alone: a plain level filter, cheaper to build
+        // and to ask than an `EnvFilter` (every run of heldlock sets one
+        // up, most without RUST_LOG).
+        Err(_) => tracing::subscriber::set_global_default(
+            subscriber.with_max_level(level(verbosity)).finish(),
+        ),
+        Ok(rust_log) => tracing::subscriber::set_global_default(
+            subscriber
+                .with_env_filter(filter(verbosity, Some(&rust_log)))
+                .finish(),
+        ),
+    };
 }
 
-/// The level of `verbosity`, then the directives of `rust_log`.
-fn filter(verbosity: u8, rust_log: Option<&str>) -> EnvFilter {
-    let level = match verbosity {
+/// The level of `verbosity`.
+fn level(verbosity: u8) -> LevelFilter {
+    match verbosity {
         0 => LevelFilter::WARN,
         1 => LevelFilter::INFO,
         2 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
-    };
-    let mut filter = EnvFilter::default().add_directive(level.into());
+    }
+}
+
+/// The level of `verbosity`, then the directives of `rust_log`.
+fn filter(verbosity: u8, rust_log: Option<&str>) -> EnvFilter {
+    let mut filter = EnvFilter::default().add_directive(level(verbosity).into());
     for part in rust_log
         .unwrap_or_default()
         .split(',')

@@ -34,13 +34,15 @@
 //! than its stale time may be broken by a contender on another host
 //! (contenders on this host still see the kernel lock the command holds).
 
+use std::collections::VecDeque;
 use std::io;
+use std::mem::ManuallyDrop;
 
 use rustix::process::{Pid, Signal, getpgid, getpgrp, getpid, kill_process};
-use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::{Cause, Origin};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::net::UnixStream;
 
 /// The signals heldlock catches (see the module's documentation).
 const CAUGHT: &[Signal] = &[
@@ -123,44 +125,78 @@ fn default_action(signal: Signal) -> DefaultAction {
 }
 
 /// The caught signals, in the order they came.
+///
+/// The handlers note each signal (with its origin) and wake the runtime
+/// through a socket pair that the runtime watches, so no thread of its own
+/// waits for them: starting one is a noticeable part of a short `heldlock
+/// run`, and a signal is only ever acted on by the task that awaits
+/// [`recv`](Self::recv) anyway.
 #[derive(Debug)]
 pub(crate) struct Signals {
-    caught: UnboundedReceiver<Caught>,
+    /// Never dropped: the handlers stay until heldlock exits. Dropping it
+    /// would unregister them one by one at the end of every run, which
+    /// costs more than all the rest of heldlock's teardown, for nothing:
+    /// exiting follows.
+    delivery: ManuallyDrop<SignalDelivery<UnixStream, WithOrigin>>,
+    /// Signals taken from `delivery` and not yet returned by `recv`: one
+    /// wake-up may bring several, and `recv` returns one at a time.
+    caught: VecDeque<Caught>,
 }
 
 impl Signals {
     /// Starts catching the signals (see the module's documentation). Call
     /// it before anything that must be undone (acquiring, spawning), so
-    /// that no signal can end heldlock without cleanup. The handlers stay
-    /// until heldlock exits.
+    /// that no signal can end heldlock without cleanup, and within the
+    /// runtime (the socket that wakes it is registered with its driver).
+    /// The handlers stay until heldlock exits.
     ///
     /// # Errors
     ///
-    /// When a handler cannot be installed or its thread started.
+    /// When the socket pair cannot be made or registered, or a handler
+    /// cannot be installed.
     pub(crate) fn install() -> io::Result<Self> {
-        let mut signals =
-            SignalsInfo::<WithOrigin>::new(CAUGHT.iter().map(|signal| signal.as_raw()))?;
-        let (sender, caught) = unbounded_channel();
-        std::thread::Builder::new()
-            .name("heldlock-signals".to_owned())
-            .spawn(move || {
-                for origin in signals.forever() {
-                    if let Some(caught) = Caught::from_origin(&origin)
-                        && sender.send(caught).is_err()
-                    {
-                        break;
-                    }
-                }
-            })?;
-        Ok(Signals { caught })
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        // The handlers write with MSG_DONTWAIT; the runtime reads until
+        // the socket would block.
+        read.set_nonblocking(true)?;
+        let read = UnixStream::from_std(read)?;
+        let delivery = SignalDelivery::with_pipe(
+            read,
+            write,
+            WithOrigin::default(),
+            CAUGHT.iter().map(|signal| signal.as_raw()),
+        )?;
+        Ok(Signals {
+            delivery: ManuallyDrop::new(delivery),
+            caught: VecDeque::new(),
+        })
     }
 
-    /// Waits for the next caught signal. Cancel safe.
+    /// Waits for the next caught signal. Cancel safe: nothing is awaited
+    /// between draining the wake-up bytes and taking the signals they
+    /// announce, and signals taken but not returned wait in `caught`.
     pub(crate) async fn recv(&mut self) -> Caught {
-        match self.caught.recv().await {
-            Some(caught) => caught,
-            // The thread ends only with the process.
-            None => std::future::pending().await,
+        loop {
+            if let Some(caught) = self.caught.pop_front() {
+                return caught;
+            }
+            let read = self.delivery.get_read();
+            if read.readable().await.is_err() {
+                // The runtime is shutting down: no signal comes any more.
+                return std::future::pending().await;
+            }
+            // Drain the wake-up bytes; `WouldBlock` clears the readiness,
+            // so the next `readable` waits for the next handler's byte.
+            let mut bytes = [0u8; 64];
+            while read.try_read(&mut bytes).is_ok_and(|n| n > 0) {}
+            // A handler notes its signal before it writes its byte, so a
+            // signal whose byte was drained is taken here; one noted later
+            // comes with a byte of its own.
+            self.caught.extend(
+                self.delivery
+                    .pending()
+                    .filter_map(|origin| Caught::from_origin(&origin)),
+            );
         }
     }
 
@@ -237,6 +273,7 @@ pub(crate) fn relay(caught: Caught, pid: Option<u32>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn pid(raw: i32) -> Pid {
         Pid::from_raw(raw).unwrap()
@@ -304,5 +341,39 @@ mod tests {
         assert_eq!(default_action(Signal::TSTP), DefaultAction::Stop);
         assert_eq!(default_action(Signal::WINCH), DefaultAction::Ignore);
         assert_eq!(default_action(Signal::CONT), DefaultAction::Ignore);
+    }
+
+    /// Signals that arrive before anyone waits, several per wake-up, all
+    /// come out of `recv`, with their sender, without a thread of ours.
+    #[test]
+    fn caught_signals_wake_the_runtime_and_come_out_one_by_one() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut signals = Signals::install().unwrap();
+            let me = getpid();
+            // Ignored by default: should the handler be missing, the test
+            // process goes on and the timeout below reports it.
+            kill_process(me, Signal::URG).unwrap();
+            kill_process(me, Signal::WINCH).unwrap();
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let caught = tokio::time::timeout(Duration::from_secs(10), signals.recv())
+                    .await
+                    .expect("a raised signal came out of recv");
+                assert_eq!(caught.sender, Some(me.as_raw_nonzero().get()));
+                assert!(!caught.by_kernel);
+                got.push(caught.signal);
+            }
+            got.sort_by_key(|signal| signal.as_raw());
+            let mut expected = vec![Signal::URG, Signal::WINCH];
+            expected.sort_by_key(|signal| signal.as_raw());
+            assert_eq!(got, expected);
+            // Nothing else is pending: the next wait times out.
+            let more = tokio::time::timeout(Duration::from_millis(50), signals.recv()).await;
+            assert!(more.is_err(), "{more:?}");
+        });
     }
 }

@@ -85,7 +85,9 @@ fn identity_in(first: &OnceLock<Arc<Identity>>, pid: u32) -> Arc<Identity> {
 /// pid namespace (`unshare -pf` without `--mount-proc`) would otherwise
 /// describe another process, and waiters would judge this one by that
 /// process's life. Without them, no waiter judges this process's locks by
-/// pid at all.
+/// pid at all. `/proc/self/stat` tells both: its first field is the pid by
+/// which that `/proc` knows us (what `/proc/self` links to), so one read
+/// serves for the check and the start time.
 ///
 /// The time namespace is read with the start time, since the record states
 /// through which boot clock that start time was read (a process enters
@@ -95,7 +97,11 @@ fn identity_in(first: &OnceLock<Arc<Identity>>, pid: u32) -> Arc<Identity> {
 /// verdicts would read other processes' start times through the new clock.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn read_identity(pid: u32) -> Identity {
-    let proc_agrees = proc_self_pid() == Some(pid);
+    let start = match read_stat_with_pid("/proc/self/stat") {
+        Ok((seen_as, stat)) if seen_as == pid => Some(stat.start),
+        _ => None,
+    };
+    let proc_agrees = start.is_some();
     let pidns = proc_agrees.then(pid_namespace).flatten();
     // The pid namespace's link proves that `/proc/self/ns` is there, so a
     // missing time link means a kernel without time namespaces, not a
@@ -111,10 +117,7 @@ fn read_identity(pid: u32) -> Identity {
         boot: boot_id(),
         pidns,
         timens,
-        start: proc_agrees
-            .then(|| read_stat("/proc/self/stat").ok())
-            .flatten()
-            .map(|stat| stat.start.to_string()),
+        start: start.map(|start| start.to_string()),
     }
 }
 
@@ -132,26 +135,30 @@ fn read_identity(pid: u32) -> Identity {
     }
 }
 
-/// The pid that `/proc` gives this process.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn proc_self_pid() -> Option<u32> {
-    std::fs::read_link("/proc/self")
-        .ok()?
-        .to_str()?
-        .parse()
-        .ok()
-}
-
 fn host_name() -> Option<String> {
     let uname = rustix::system::uname();
     let name = uname.nodename().to_str().ok()?;
     valid_value(name).then(|| name.to_owned())
 }
 
+/// The kernel's boot id, in one `read` (36 characters and a newline):
+/// `read_to_string` would take a `statx` and three reads, since a `/proc`
+/// file reports its size as zero.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn boot_id() -> Option<String> {
-    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let id = id.trim();
+    const PATH: &str = "/proc/sys/kernel/random/boot_id";
+    let file = rustix::fs::open(PATH, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let mut buffer = [0u8; 64];
+    let read = rustix::io::read(&file, &mut buffer).ok()?;
+    let whole;
+    let bytes = if read < buffer.len() {
+        &buffer[..read]
+    } else {
+        // Longer than any boot id we know of: read it all.
+        whole = std::fs::read(PATH).ok()?;
+        &whole
+    };
+    let id = std::str::from_utf8(bytes).ok()?.trim();
     valid_value(id).then(|| id.to_owned())
 }
 
@@ -226,6 +233,13 @@ fn proc_stat(pid: u32) -> std::io::Result<ProcStat> {
 /// Reads and parses a stat file of `/proc`.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn read_stat(path: &str) -> std::io::Result<ProcStat> {
+    read_stat_with_pid(path).map(|(_, stat)| stat)
+}
+
+/// Reads and parses a stat file of `/proc`, with its first field: the pid
+/// by which that `/proc` knows the process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn read_stat_with_pid(path: &str) -> std::io::Result<(u32, ProcStat)> {
     let file = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut buffer = [0u8; 2048];
     let read = rustix::io::read(&file, &mut buffer)?;
@@ -237,8 +251,10 @@ fn read_stat(path: &str) -> std::io::Result<ProcStat> {
         whole = std::fs::read(path)?;
         &whole
     };
-    // A command name need not be UTF-8; the numbers after it always are.
-    parse_stat(&String::from_utf8_lossy(bytes))
+    // A command name need not be UTF-8; the numbers around it always are.
+    let text = String::from_utf8_lossy(bytes);
+    let pid = text.split(' ').next().and_then(|pid| pid.parse().ok());
+    pid.zip(parse_stat(&text))
         .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
 }
 

@@ -62,6 +62,22 @@ fn the_identity_is_read_for_our_pid_and_only_where_proc_agrees() {
 }
 
 #[test]
+fn our_stat_names_us_as_proc_self_does_and_the_boot_id_is_read_whole() {
+    let Ok(link) = std::fs::read_link("/proc/self") else {
+        skip(
+            "our_stat_names_us_as_proc_self_does_and_the_boot_id_is_read_whole",
+            "no /proc on this machine",
+        );
+        return;
+    };
+    let (pid, stat) = read_stat_with_pid("/proc/self/stat").unwrap();
+    assert_eq!(Some(pid), link.to_str().and_then(|pid| pid.parse().ok()));
+    assert!(stat.start > 0);
+    let whole = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
+    assert_eq!(boot_id().as_deref(), whole.as_deref().map(str::trim));
+}
+
+#[test]
 fn a_forked_child_reads_its_own_identity() {
     let parent = std::process::id();
     let first = OnceLock::new();

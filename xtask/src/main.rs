@@ -1,8 +1,11 @@
 //! `cargo xtask <task>`: the one entry point for CI and measurements.
 //!
 //! * `ci`: format check, clippy, a check of the library crates off Linux,
-//!   the README's test command, docs, cargo-deny.
+//!   the README's test command, the static CLI's smoke run, docs,
+//!   cargo-deny.
 //! * `bench [serializer|lock|...]`: criterion benchmarks.
+//! * `dist`: the `heldlock` command as a static executable
+//!   (`target/dist/heldlock`), smoke-tested; see `dist.rs`.
 //! * `deny`: cargo-deny (licenses, bans, sources; advisories where RustSec's
 //!   database can be fetched), installing it if missing, with a message.
 //! * `sim [campaign|replay|serializer|limit] ARGS`: the deterministic simulator
@@ -17,6 +20,8 @@
 use std::env;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+mod dist;
 
 /// The README's test command; CI runs exactly this.
 const TEST_COMMAND: &[&str] = &["test", "--workspace", "--locked"];
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         Some("deny") => deny(),
+        Some("dist") => dist::dist(),
         Some("sim") => sim(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
@@ -81,8 +87,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci                  fmt --check, clippy -D warnings, cargo check for macOS (the library
-                      crates), tests, docs, cargo-deny
+                      crates), tests, the static CLI (`dist`), docs, cargo-deny
   bench [NAME...]     criterion benchmarks (serializer, ...); all when no name is given
+  dist                the `heldlock` command linked statically (it starts faster) into
+                      target/dist/heldlock, and a smoke run of it
   deny                cargo deny check licenses bans sources, and advisories when the
                       advisory database can be fetched (SKIPPED with the reason otherwise)
   sim [CMD] ARGS      the simulator (release build): `sim --contenders 3 --seeds 100000`
@@ -189,6 +197,9 @@ fn ci() -> Result<(), String> {
     )?;
     check_off_linux()?;
     tests_leave_nothing_behind()?;
+    // The static `heldlock` the README offers is a build of its own: it is
+    // checked to be static and to run.
+    dist::dist()?;
     // The safeguard switches are test-only and never in the workspace's
     // build: their checks run in builds of their own.
     cargo(SAFEGUARD_CLIPPY, &[])?;

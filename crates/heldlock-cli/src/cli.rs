@@ -209,6 +209,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "D", value_parser = duration::parse_positive)]
     pub(crate) heartbeat: Option<Duration>,
 
+    /// Bounded waiting: once this heldlock has waited D, the other `heldlock run`s and
+    /// programs of this host that pass the same option let it have the lock next instead of
+    /// taking it back themselves [default: off: fastest, but a wait is bounded only by chance].
+    #[arg(long, value_name = "D", value_parser = duration::parse)]
+    pub(crate) bounded_wait: Option<Duration>,
+
     /// When the lock cannot be had, warn and run the command without it.
     #[arg(long)]
     pub(crate) best_effort: bool,
@@ -379,6 +385,24 @@ mod tests {
         assert_eq!(run.conflict_exit_code, 75);
         assert_eq!(run.lock, "x.lock");
         assert_eq!(run.command, ["sh", "-c", "echo hi"]);
+        Ok(())
+    }
+
+    #[test]
+    fn bounded_waiting_is_off_unless_asked_for() -> Result<(), clap::Error> {
+        assert_eq!(
+            run_args(&["run", "x.lock", "--", "true"])?.bounded_wait,
+            None
+        );
+        let run = run_args(&["run", "--bounded-wait", "5ms", "x.lock", "--", "true"])?;
+        assert_eq!(run.bounded_wait, Some(Duration::from_millis(5)));
+        let run = run_args(&["run", "--bounded-wait", "0s", "x.lock", "--", "true"])?;
+        assert_eq!(
+            run.bounded_wait,
+            Some(Duration::ZERO),
+            "zero: yield every time"
+        );
+        assert!(run_args(&["run", "--bounded-wait", "soon", "x.lock", "--", "true"]).is_err());
         Ok(())
     }
 

@@ -20,7 +20,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
         .map_err(|error| format!("{error}; write a number with a unit, e.g. 500ms, 30s or 2m"))
 }
 
-/// As [`parse`], refusing zero: no option of heldlock means anything at
+/// As [`parse`], refusing zero: most of heldlock's durations mean nothing at
 /// zero (a zero `--stale` would judge every lock stale).
 ///
 /// # Errors

@@ -56,6 +56,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<u8, CliError> {
     if let Some(heartbeat) = args.heartbeat {
         options = options.heartbeat(heartbeat);
     }
+    if let Some(bound) = args.bounded_wait {
+        options = options.bounded_wait(bound);
+    }
     // Bad options are bad input, reported before anything is touched (and
     // never turned into an unlocked run by --best-effort).
     options

@@ -28,6 +28,10 @@
 //! reference's default 50 ms poll. A releasing process often takes the lock
 //! straight back while the others sleep out their poll, so this is throughput,
 //! not fairness. The counter is checked to be exactly P x K.
+//!
+//! Last, `lock/goals` (see `lock/goals.rs`): issue 16's uncontended goals and
+//! the CLI's against `flock`, each ratio measured in alternating rounds of
+//! one run and printed with its verdict.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -38,6 +42,9 @@ use criterion::{Criterion, Throughput};
 use heldlock_core::LockOptions;
 use heldlock_tests::floor::{Floor, ReferenceFloor, bench_dir, fill_dir};
 use heldlock_tokio::{FileLock, TokioRuntime};
+
+#[path = "lock/goals.rs"]
+mod goals;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_heldlock-test-worker");
 
@@ -52,6 +59,16 @@ fn new_lock_pair(runtime: &tokio::runtime::Runtime, path: &Path) {
         let held = lock.acquire().await.unwrap();
         held.release().await.unwrap();
     })
+}
+
+/// A record as long as heldlock's, for the floors to write.
+fn record() -> Vec<u8> {
+    format!(
+        "{} 0b1f3c9e-8a57-4f43-9a0e-5b7c4d2e1f00 {}\n",
+        std::process::id(),
+        humantime::format_rfc3339_millis(SystemTime::now())
+    )
+    .into_bytes()
 }
 
 fn current_thread() -> tokio::runtime::Runtime {
@@ -93,12 +110,7 @@ fn uncontended(c: &mut Criterion, dir: &Path) {
     });
     drop(multi);
 
-    let record = format!(
-        "{} 0b1f3c9e-8a57-4f43-9a0e-5b7c4d2e1f00 {}\n",
-        std::process::id(),
-        humantime::format_rfc3339_millis(SystemTime::now())
-    );
-    let mut floor = Floor::new(&dir.join("floor.lock"), record.clone().into_bytes());
+    let mut floor = Floor::new(&dir.join("floor.lock"), record());
     group.bench_function("protocol_floor", |b| {
         b.iter(|| {
             assert!(floor.try_acquire().unwrap());
@@ -106,7 +118,7 @@ fn uncontended(c: &mut Criterion, dir: &Path) {
         })
     });
 
-    let mut reference = ReferenceFloor::new(&dir.join("reference.lock"), record.into_bytes());
+    let mut reference = ReferenceFloor::new(&dir.join("reference.lock"), record());
     group.bench_function("reference_floor", |b| {
         b.iter(|| {
             assert!(reference.try_acquire().unwrap());
@@ -238,7 +250,11 @@ fn main() {
     uncontended(&mut c, dir.path());
     directory(&mut c, dir.path());
     c.final_summary();
-    if std::env::args().any(|a| a == "--bench") && selected("lock/contended/") {
+    let full = std::env::args().any(|a| a == "--bench");
+    if full && selected("lock/contended/") {
         contended(dir.path());
+    }
+    if full && selected("lock/goals") {
+        goals::report(dir.path());
     }
 }

@@ -55,7 +55,7 @@ pub(crate) fn dist() -> Result<(), String> {
 }
 
 /// The workspace's target directory (`CARGO_TARGET_DIR` when set).
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(env!("CARGO_MANIFEST_DIR"))

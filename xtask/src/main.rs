@@ -223,7 +223,33 @@ fn bench(names: &[String]) -> Result<(), String> {
         args.push("--bench");
         args.push(name);
     }
-    cargo(&args, &[])
+    if !names.iter().any(|name| name == "lock") && !names.is_empty() {
+        return cargo(&args, &[]);
+    }
+    // The lock bench's goals time whole `heldlock run`s, of both builds:
+    // the static one first, since its build leaves the ordinary path
+    // linked statically until the ordinary build that follows.
+    dist::dist()?;
+    cargo(
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "--package",
+            "heldlock-cli",
+        ],
+        &[],
+    )?;
+    let target = dist::target_dir();
+    let dynamic = target.join("release").join("heldlock");
+    let fixed = target.join("dist").join("heldlock");
+    cargo(
+        &args,
+        &[
+            ("HELDLOCK_BENCH_CLI", &dynamic.to_string_lossy()),
+            ("HELDLOCK_BENCH_CLI_STATIC", &fixed.to_string_lossy()),
+        ],
+    )
 }
 
 fn sim(args: &[String]) -> Result<(), String> {

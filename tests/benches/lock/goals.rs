@@ -5,6 +5,8 @@
 //! * the acquire + release pair, one `FileLock` and a new one per pair
 //!   (current-thread and multi-thread runtime): within 1.25x of heldlock's
 //!   protocol floor and 2x of the reference protocol's;
+//! * the pair with a new `FileLock` beside 10,000 and 1,000,000 other
+//!   files: within 1.1x of the same in an empty directory;
 //! * a whole `heldlock run L -- true` against `flock L true`: within 1.2x.
 //!   The `heldlock` executables come from `HELDLOCK_BENCH_CLI` (the
 //!   ordinary build) and `HELDLOCK_BENCH_CLI_STATIC` (`cargo xtask dist`),
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use heldlock_tests::floor::{Floor, ReferenceFloor};
+use heldlock_tests::floor::{Floor, ReferenceFloor, fill_dir};
 
 use super::{current_thread, new_lock_pair, options, record};
 
@@ -105,7 +107,62 @@ pub(super) fn report(dir: &Path) {
         micros(own),
         micros(theirs)
     );
+    directory(dir);
     cli(dir);
+}
+
+/// The pair with a new `FileLock` in an empty directory and beside 10,000
+/// and 1,000,000 other files, all three directories there at once so that
+/// their rounds can alternate.
+fn directory(dir: &Path) {
+    const ENTRIES: [u32; 3] = [0, 10_000, 1_000_000];
+    let runtime = current_thread();
+    let cases: Vec<tempfile::TempDir> = ENTRIES
+        .iter()
+        .map(|&entries| {
+            let case = tempfile::tempdir_in(dir).unwrap();
+            fill_dir(case.path(), entries).unwrap();
+            case
+        })
+        .collect();
+    let runs: Vec<Case<'_>> = cases
+        .iter()
+        .map(|case| {
+            let path = case.path().join("heldlock.lock");
+            let runtime = &runtime;
+            let run: Box<dyn FnMut()> = Box::new(move || new_lock_pair(runtime, &path));
+            ("", run)
+        })
+        .collect();
+    let per_pair = alternate(runs, ROUNDS, |run| {
+        let started = Instant::now();
+        for _ in 0..PAIRS {
+            run();
+        }
+        started.elapsed() / PAIRS
+    });
+    println!(
+        "\n## issue 16 goal (no cost that grows with the directory), {ROUNDS} alternating rounds of {PAIRS} pairs\n"
+    );
+    println!(
+        "| other files beside the lock | median per pair (a new FileLock) | vs the empty directory (goal 1.1x) |"
+    );
+    println!("| --- | --- | --- |");
+    for (entries, time) in ENTRIES.iter().zip(&per_pair) {
+        let to_empty = ratio(*time, per_pair[0]);
+        let judged = if *entries == 0 {
+            ""
+        } else {
+            verdict(to_empty <= 1.1)
+        };
+        println!(
+            "| {entries} | {:.2} µs | {to_empty:.2}x {judged} |",
+            micros(*time)
+        );
+    }
+    for case in cases {
+        case.close().unwrap();
+    }
 }
 
 /// `heldlock run L -- true` against `flock L true`, whole processes.

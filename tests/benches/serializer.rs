@@ -18,7 +18,8 @@
 //! the tasks drain; then each spawn case runs once more in a fresh process
 //! (this binary with `HELDLOCK_SERIALIZER_RSS=<impl>/<case>`), which prints
 //! its peak resident set (`VmHWM`) and its growth over the resident set
-//! before the case.
+//! before the case. After criterion, `serializer/goals.rs` times heldlock
+//! and both mutex maps in alternating rounds and prints issue 16's verdicts.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -32,6 +33,9 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
 use heldlock_core::Serializer;
 use lockable::{AsyncLimit, LockableHashMap};
+
+#[path = "serializer/goals.rs"]
+mod goals;
 
 const TASKS: u64 = 100_000;
 const KEYS: u64 = 1_000;
@@ -250,9 +254,12 @@ fn bench_impl<L: KeyedLock>(c: &mut Criterion) {
 }
 
 /// Runs each scenario once and reports peak heap growth and retained keys.
-fn memory_pass<L: KeyedLock>() {
+/// Peak heap per `(implementation, case)`, for the goals.
+type Peaks = Vec<(&'static str, &'static str, usize)>;
+
+fn memory_pass<L: KeyedLock>(peaks: &mut Peaks) {
     let (single, multi) = (current_thread(), multi_thread());
-    let measure = |name: &str, run: &dyn Fn(&Arc<L>)| {
+    let mut measure = |name: &'static str, run: &dyn Fn(&Arc<L>)| {
         let lock = Arc::new(L::new());
         // Frees of memory allocated before counting began may drive LIVE
         // below its start; it wraps, which `wrapping_sub` undoes.
@@ -269,6 +276,7 @@ fn memory_pass<L: KeyedLock>() {
             peak as f64 / 1024.0,
             lock.retained_keys(),
         );
+        peaks.push((L::NAME, name, peak));
     };
     measure("one_key", &|l| single.block_on(submit_all(l, 1)));
     measure("thousand_keys", &|l| single.block_on(submit_all(l, KEYS)));
@@ -351,13 +359,14 @@ fn main() {
         }
         return;
     }
+    let mut peaks = Peaks::new();
     // Set to skip both memory passes, e.g. for repeated timing runs.
     if std::env::var_os("HELDLOCK_BENCH_NO_MEMORY").is_none() {
-        memory_pass::<Serializer<u64>>();
-        memory_pass::<TokioMutexMap>();
-        memory_pass::<TokioMutexMapFoldhash>();
-        memory_pass::<AsyncLockMap>();
-        memory_pass::<Lockable>();
+        memory_pass::<Serializer<u64>>(&mut peaks);
+        memory_pass::<TokioMutexMap>(&mut peaks);
+        memory_pass::<TokioMutexMapFoldhash>(&mut peaks);
+        memory_pass::<AsyncLockMap>(&mut peaks);
+        memory_pass::<Lockable>(&mut peaks);
         rss_pass();
     }
     let mut c = Criterion::default().configure_from_args();
@@ -367,4 +376,7 @@ fn main() {
     bench_impl::<AsyncLockMap>(&mut c);
     bench_impl::<Lockable>(&mut c);
     c.final_summary();
+    if std::env::args().any(|a| a == "--bench") {
+        goals::report(&peaks);
+    }
 }

@@ -159,9 +159,7 @@ pub async fn check_cancel_release(
     for polls in 0..=MAX_CANCEL_POINTS {
         let cx = Cx::new("cancel_release", factory, caps)?;
         let (a, b) = (cx.open("A")?, cx.open("B")?);
-        let record = cx.record(PID_A, cx.at(0));
-        cx.try_create(&*a, &record, Created::Created, "A's try_create")
-            .await?;
+        let record = cx.a_creates(&*a).await?;
         let held = cx
             .present(&*a, &record, record.acquired_at, "inspect after A's create")
             .await?;

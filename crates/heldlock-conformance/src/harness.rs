@@ -137,6 +137,15 @@ impl Cx {
 
     // ---- steps with their expected outcome ---------------------------------
 
+    /// Peer A (`handle`) creates the free lock with its record stamped at
+    /// the start of the check's clock, as most checks begin; that record.
+    pub(crate) async fn a_creates(&self, handle: &dyn LockBackend) -> Result<LockRecord, Failure> {
+        let record = self.record(PID_A, self.at(0));
+        self.try_create(handle, &record, Created::Created, "A's try_create")
+            .await?;
+        Ok(record)
+    }
+
     pub(crate) async fn try_create(
         &self,
         handle: &dyn LockBackend,

@@ -42,9 +42,7 @@ pub async fn check_listen(factory: &dyn BackendFactory, caps: Capabilities) -> R
         return Ok(());
     }
     let (a, b, c) = (cx.open("A")?, cx.open("B")?, cx.open("C")?);
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     let held = cx
         .present(&*a, &record, record.acquired_at, "inspect after A's create")
         .await?;

@@ -5,7 +5,7 @@ use heldlock_core::{Broke, Created, Refreshed, Released};
 
 use crate::capabilities::Capabilities;
 use crate::factory::BackendFactory;
-use crate::harness::{Cx, PID_A, PID_B};
+use crate::harness::{Cx, PID_B};
 use crate::report::Failure;
 
 /// Peer B's `break_if_unchanged` with the current observation says `Broken`
@@ -21,9 +21,7 @@ pub async fn check_break_current(
 ) -> Result<(), Failure> {
     let cx = Cx::new("break_current", factory, caps)?;
     let (a, b) = (cx.open("A")?, cx.open("B")?);
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     let seen = cx
         .present(&*b, &record, record.acquired_at, "B's inspect of A's lock")
         .await?;
@@ -77,9 +75,7 @@ pub async fn check_break_after_refresh(
 ) -> Result<(), Failure> {
     let cx = Cx::new("break_after_refresh", factory, caps)?;
     let (a, b) = (cx.open("A")?, cx.open("B")?);
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     let old = cx
         .present(
             &*b,
@@ -123,9 +119,7 @@ pub async fn check_break_replaced(
 ) -> Result<(), Failure> {
     let cx = Cx::new("break_replaced", factory, caps)?;
     let (a, b, c) = (cx.open("A")?, cx.open("B")?, cx.open("C")?);
-    let record_a = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record_a, Created::Created, "A's try_create")
-        .await?;
+    let record_a = cx.a_creates(&*a).await?;
     let old = cx
         .present(
             &*c,
@@ -179,9 +173,7 @@ pub async fn check_break_absent(
 ) -> Result<(), Failure> {
     let cx = Cx::new("break_absent", factory, caps)?;
     let (a, b) = (cx.open("A")?, cx.open("B")?);
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     let seen = cx
         .present(&*b, &record, record.acquired_at, "B's inspect of A's lock")
         .await?;

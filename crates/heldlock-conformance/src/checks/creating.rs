@@ -139,9 +139,7 @@ pub async fn check_identity_per_instance(
 ) -> Result<(), Failure> {
     let cx = Cx::new("identity_per_instance", factory, caps)?;
     let (a, b, c) = (cx.open("A")?, cx.open("B")?, cx.open("C")?);
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     let first = cx
         .present(&*c, &record, record.acquired_at, "C's inspect of A's lock")
         .await?;

@@ -22,9 +22,7 @@ pub async fn check_refresh_by_owner(
 ) -> Result<(), Failure> {
     let cx = Cx::new("refresh_by_owner", factory, caps)?;
     let a = cx.open("A")?;
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     for n in [1, 2] {
         let step = format!("A's refresh to {}", cx.show_time(cx.at(n)));
         cx.refresh(&*a, &record.owner, cx.at(n), Refreshed::Refreshed, &step)
@@ -47,9 +45,7 @@ pub async fn check_refresh_by_stranger(
 ) -> Result<(), Failure> {
     let cx = Cx::new("refresh_by_stranger", factory, caps)?;
     let (a, b) = (cx.open("A")?, cx.open("B")?);
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     let held = cx
         .present(&*a, &record, record.acquired_at, "inspect after A's create")
         .await?;
@@ -76,9 +72,7 @@ pub async fn check_release_by_stranger(
 ) -> Result<(), Failure> {
     let cx = Cx::new("release_by_stranger", factory, caps)?;
     let (a, b) = (cx.open("A")?, cx.open("B")?);
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     let held = cx
         .present(&*a, &record, record.acquired_at, "inspect after A's create")
         .await?;
@@ -104,9 +98,7 @@ pub async fn check_release_by_owner(
 ) -> Result<(), Failure> {
     let cx = Cx::new("release_by_owner", factory, caps)?;
     let (a, b) = (cx.open("A")?, cx.open("B")?);
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     cx.release(&*a, &record.owner, Released::Released, "A's release")
         .await?;
     cx.absent(&*b, "inspect after A's release").await?;
@@ -142,9 +134,7 @@ pub async fn check_refresh_after_release(
 ) -> Result<(), Failure> {
     let cx = Cx::new("refresh_after_release", factory, caps)?;
     let a = cx.open("A")?;
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     cx.release(&*a, &record.owner, Released::Released, "A's release")
         .await?;
     cx.refresh(
@@ -223,9 +213,7 @@ pub async fn check_release_blocking(
 ) -> Result<(), Failure> {
     let cx = Cx::new("release_blocking", factory, caps)?;
     let (a, b) = (cx.open("A")?, cx.open("B")?);
-    let record = cx.record(PID_A, cx.at(0));
-    cx.try_create(&*a, &record, Created::Created, "A's try_create")
-        .await?;
+    let record = cx.a_creates(&*a).await?;
     let held = cx
         .present(&*a, &record, record.acquired_at, "inspect after A's create")
         .await?;
@@ -367,9 +355,7 @@ async fn take_over(
     a: &dyn LockBackend,
     b: &dyn LockBackend,
 ) -> Result<(LockRecord, Observed), Failure> {
-    let record_a = cx.record(PID_A, cx.at(0));
-    cx.try_create(a, &record_a, Created::Created, "A's try_create")
-        .await?;
+    let record_a = cx.a_creates(a).await?;
     let seen = cx
         .present(
             b,

@@ -41,7 +41,7 @@ impl Fixture {
     }
 
     fn wait_behind(&self, lock: &Path) -> Option<ChangeListener> {
-        wait_behind_older_in(lock, &self.mark(lock), &self.home, Duration::ZERO)
+        wait_behind_older_in(lock, &self.mark(lock), || self.home.clone(), Duration::ZERO)
     }
 }
 

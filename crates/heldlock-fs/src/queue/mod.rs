@@ -557,21 +557,25 @@ pub(crate) fn wait_behind_older(
     mark: &Path,
     bound: Duration,
 ) -> Option<ChangeListener> {
-    wait_behind_older_in(path, mark, &Home::from_env(), bound)
+    wait_behind_older_in(path, mark, Home::from_env, bound)
 }
 
+/// [`wait_behind_older`], with the queue directory found by `home` only once
+/// a mark is there.
 fn wait_behind_older_in(
     path: &Path,
     mark: &Path,
-    home: &Home,
+    home: impl FnOnce() -> Home,
     bound: Duration,
 ) -> Option<ChangeListener> {
-    // The common case, one system call: nobody starves.
+    // The common case, one system call and nothing else (not even the
+    // environment read for the queue directory): nobody starves.
     rustix::fs::access(mark, rustix::fs::Access::EXISTS).ok()?;
+    let home = home();
     if !watch::available() {
         return None;
     }
-    let interest = Interest::enter(path, home, Some(bound))?;
+    let interest = Interest::enter(path, &home, Some(bound))?;
     match interest.take_turn() {
         // The mark is this process's own, or the starving leader is gone:
         // nobody to wait for.

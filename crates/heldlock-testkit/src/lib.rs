@@ -22,6 +22,8 @@
 
 use std::io::Write as _;
 
+pub mod leftovers;
+
 /// Reports that `test` cannot run here, for `reason`, and returns so that
 /// the test can end early; see the [crate docs](crate).
 ///

@@ -12,126 +12,18 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use heldlock_core::{
-    BackendError, Broke, Clock, Created, HeldLock, Holder, Inspection, Lock, LockBackend,
-    LockOptions, LockRecord, ManualClock, MemoryBackend, Observed, OwnerId, Refreshed, Released,
+    Clock, HeldLock, Holder, Inspection, Lock, LockBackend, LockOptions, LockRecord, ManualClock,
+    MemoryBackend, OwnerId, Released,
 };
 
-/// A gate a backend step waits at: open, the step goes through at once;
-/// closed, it waits until the gate opens.
-#[derive(Debug, Default)]
-struct Gate {
-    closed: AtomicBool,
-    arrived: AtomicUsize,
-    wakers: Mutex<Vec<Waker>>,
-}
+mod support;
 
-impl Gate {
-    fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-    }
-
-    fn open(&self) {
-        self.closed.store(false, Ordering::SeqCst);
-        self.wakers.lock().unwrap().drain(..).for_each(Waker::wake);
-    }
-
-    /// How many steps came to the gate.
-    fn arrived(&self) -> usize {
-        self.arrived.load(Ordering::SeqCst)
-    }
-
-    async fn pass(&self) {
-        self.arrived.fetch_add(1, Ordering::SeqCst);
-        std::future::poll_fn(|cx| {
-            if !self.closed.load(Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
-            self.wakers.lock().unwrap().push(cx.waker().clone());
-            if self.closed.load(Ordering::SeqCst) {
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await;
-    }
-}
-
-/// One process's handle on a shared `MemoryBackend`, each step behind its
-/// gate (a release on drop goes through at once, as the file backend's).
-#[derive(Debug)]
-struct Gated {
-    inner: MemoryBackend,
-    create: Arc<Gate>,
-    inspect: Arc<Gate>,
-    refresh: Arc<Gate>,
-    brk: Arc<Gate>,
-    release: Arc<Gate>,
-}
-
-impl Gated {
-    fn on(shared: &MemoryBackend) -> Self {
-        Gated {
-            inner: shared.clone(),
-            create: Arc::default(),
-            inspect: Arc::default(),
-            refresh: Arc::default(),
-            brk: Arc::default(),
-            release: Arc::default(),
-        }
-    }
-
-    /// Every step that came to a gate so far.
-    fn steps(&self) -> usize {
-        [
-            &self.create,
-            &self.inspect,
-            &self.refresh,
-            &self.brk,
-            &self.release,
-        ]
-        .iter()
-        .map(|gate| gate.arrived())
-        .sum()
-    }
-}
-
-#[async_trait]
-impl LockBackend for Gated {
-    fn resource(&self) -> String {
-        self.inner.resource()
-    }
-    async fn try_create(&self, record: &LockRecord) -> Result<Created, BackendError> {
-        self.create.pass().await;
-        self.inner.try_create(record).await
-    }
-    async fn inspect(&self) -> Result<Inspection, BackendError> {
-        self.inspect.pass().await;
-        self.inner.inspect().await
-    }
-    async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
-        self.refresh.pass().await;
-        self.inner.refresh(owner, now).await
-    }
-    async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
-        self.brk.pass().await;
-        self.inner.break_if_unchanged(observed).await
-    }
-    async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
-        self.release.pass().await;
-        self.inner.release(owner).await
-    }
-    fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
-        self.inner.release_blocking(owner)
-    }
-}
+use support::gated::Gated;
 
 const STALE: Duration = Duration::from_secs(3);
 const HEARTBEAT: Duration = Duration::from_secs(1);

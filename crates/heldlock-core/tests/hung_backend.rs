@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,112 +21,9 @@ use heldlock_core::{
     LockRecord, ManualClock, MemoryBackend, Observed, OwnerId, Refreshed, Released,
 };
 
-/// A gate a backend call waits at until the test opens it: closed, a call
-/// that never completes; opened late, one that completes very late.
-#[derive(Default)]
-struct Gate {
-    open: AtomicBool,
-    arrived: AtomicUsize,
-    wakers: Mutex<Vec<Waker>>,
-}
+mod support;
 
-impl std::fmt::Debug for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate")
-            .field("open", &self.open.load(Ordering::SeqCst))
-            .finish()
-    }
-}
-
-impl Gate {
-    fn opened() -> Arc<Gate> {
-        let gate = Gate::default();
-        gate.open.store(true, Ordering::SeqCst);
-        Arc::new(gate)
-    }
-
-    fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
-        self.wakers.lock().unwrap().drain(..).for_each(Waker::wake);
-    }
-
-    fn close(&self) {
-        self.open.store(false, Ordering::SeqCst);
-    }
-
-    /// How many calls came to the gate.
-    fn arrived(&self) -> usize {
-        self.arrived.load(Ordering::SeqCst)
-    }
-
-    async fn pass(&self) {
-        self.arrived.fetch_add(1, Ordering::SeqCst);
-        std::future::poll_fn(|cx| {
-            if self.open.load(Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
-            self.wakers.lock().unwrap().push(cx.waker().clone());
-            if self.open.load(Ordering::SeqCst) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-    }
-}
-
-/// `MemoryBackend` whose calls first pass their gate; the step itself
-/// happens only once the gate opens.
-#[derive(Debug)]
-struct Gated {
-    inner: MemoryBackend,
-    create: Arc<Gate>,
-    inspect: Arc<Gate>,
-    refresh: Arc<Gate>,
-    brk: Arc<Gate>,
-}
-
-impl Gated {
-    fn new(inner: &MemoryBackend) -> Self {
-        Gated {
-            inner: inner.clone(),
-            create: Gate::opened(),
-            inspect: Gate::opened(),
-            refresh: Gate::opened(),
-            brk: Gate::opened(),
-        }
-    }
-}
-
-#[async_trait]
-impl LockBackend for Gated {
-    fn resource(&self) -> String {
-        self.inner.resource()
-    }
-    async fn try_create(&self, record: &LockRecord) -> Result<Created, BackendError> {
-        self.create.pass().await;
-        self.inner.try_create(record).await
-    }
-    async fn inspect(&self) -> Result<Inspection, BackendError> {
-        self.inspect.pass().await;
-        self.inner.inspect().await
-    }
-    async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
-        self.refresh.pass().await;
-        self.inner.refresh(owner, now).await
-    }
-    async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
-        self.brk.pass().await;
-        self.inner.break_if_unchanged(observed).await
-    }
-    async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
-        self.inner.release(owner).await
-    }
-    fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
-        self.inner.release_blocking(owner)
-    }
-}
+use support::gated::Gated;
 
 const MAX_WAIT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(100);
@@ -176,7 +72,7 @@ fn assert_timed_out_after(result: Poll<Result<heldlock_core::HeldLock, Error>>, 
 fn acquire_times_out_at_max_wait_while_try_create_hangs() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("create-hangs");
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     backend.create.close();
     let create = Arc::clone(&backend.create);
     let lock = lock_on(backend, &clock);
@@ -198,7 +94,7 @@ fn acquire_times_out_at_max_wait_while_inspect_hangs() {
     let shared = MemoryBackend::new("inspect-hangs");
     let holder = lock_on(shared.clone(), &clock);
     let held = block_on(holder.acquire()).unwrap();
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     backend.inspect.close();
     let inspect = Arc::clone(&backend.inspect);
     let waiter = lock_on(backend, &clock);
@@ -232,7 +128,7 @@ fn acquire_times_out_at_max_wait_while_a_break_hangs_and_the_break_still_complet
     // A dead holder's lock, an hour old: stale at first sight.
     let dead = LockRecord::for_this_process(clock.now() - Duration::from_secs(3600));
     shared.replace(Holder::Record(dead.clone()), dead.acquired_at);
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     backend.brk.close();
     let brk = Arc::clone(&backend.brk);
     let lock = lock_on(backend, &clock);
@@ -260,7 +156,7 @@ fn a_step_begun_just_before_the_deadline_is_given_poll_to_finish() {
     let holder = lock_on(shared.clone(), &clock);
     let held = block_on(holder.acquire()).unwrap();
     let _heartbeat = clock.take_spawned();
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     let create = Arc::clone(&backend.create);
     let waiter = lock_on(backend, &clock);
 
@@ -298,7 +194,7 @@ fn a_step_begun_just_before_the_deadline_is_given_poll_to_finish() {
 fn a_create_that_completes_after_the_deadline_leaves_no_lock_behind() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("late-create");
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     backend.create.close();
     let create = Arc::clone(&backend.create);
     let lock = lock_on(backend, &clock);
@@ -321,7 +217,7 @@ fn a_create_that_completes_after_the_deadline_leaves_no_lock_behind() {
 fn a_create_in_flight_when_the_caller_drops_acquire_is_released_once_it_completes() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("dropped-acquire");
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     backend.create.close();
     let create = Arc::clone(&backend.create);
     let lock = lock_on(backend, &clock);
@@ -342,7 +238,7 @@ fn a_create_in_flight_when_the_caller_drops_acquire_is_released_once_it_complete
 fn an_abandoned_create_that_finds_the_lock_taken_leaves_the_holder_alone() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("abandoned-exists");
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     backend.create.close();
     let create = Arc::clone(&backend.create);
     let lock = lock_on(backend, &clock);
@@ -373,7 +269,7 @@ fn an_abandoned_create_that_finds_the_lock_taken_leaves_the_holder_alone() {
 fn try_acquire_gives_a_slow_backend_up_to_max_wait() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("slow-try");
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     backend.create.close();
     let create = Arc::clone(&backend.create);
     let lock = lock_on(backend, &clock);
@@ -402,7 +298,7 @@ fn try_acquire_gives_a_slow_backend_up_to_max_wait() {
 fn lost_fires_at_the_lease_end_while_the_heartbeat_refresh_hangs() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("refresh-hangs");
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     let refresh = Arc::clone(&backend.refresh);
     refresh.close();
     let lock = lock_on(backend, &clock);
@@ -504,7 +400,7 @@ fn a_hold_shorter_than_a_heartbeat_starts_no_task() {
 fn a_refresh_that_hangs_reports_the_loss_at_the_lease_end() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("task-refresh-hangs");
-    let backend = Gated::new(&shared);
+    let backend = Gated::on(&shared);
     let refresh = Arc::clone(&backend.refresh);
     let lock = lock_on(backend, &clock);
     let held = block_on(lock.acquire()).unwrap();

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests of heldlock-core.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod gated;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};

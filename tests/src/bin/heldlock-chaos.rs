@@ -135,7 +135,7 @@ mod library;
 #[path = "heldlock-chaos/long_pause.rs"]
 mod long_pause;
 
-use account::{account, count_commits, trash};
+use account::{account, count_commits, trash, verdict};
 use library::chaos;
 use long_pause::{long_pause, wait_exit};
 

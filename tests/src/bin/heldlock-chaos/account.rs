@@ -188,3 +188,15 @@ pub(super) fn count_commits(dir: &Path, inc: u64) -> usize {
         .map(|log| log.lines().filter(|l| l.starts_with("commit ")).count())
         .unwrap_or(0)
 }
+
+/// A run's verdict from the problems its checks found: each printed, and
+/// an error counting them, or `Ok` when there are none.
+pub(crate) fn verdict(problems: &[String]) -> Result<(), String> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    for problem in problems {
+        println!("problem: {problem}");
+    }
+    Err(format!("{} problem(s)", problems.len()))
+}

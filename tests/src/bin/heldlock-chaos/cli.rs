@@ -51,7 +51,7 @@ use rustix::process::{getpid, set_child_subreaper};
 
 use super::{
     COUNTER, Config, LOCK, Rng, account, append, clock_seed, last_value, millis, ms, parse_arg,
-    text, trash,
+    text, trash, verdict,
 };
 
 #[path = "fleet.rs"]
@@ -441,12 +441,5 @@ fn report(fleet: &mut Fleet, runtime: &Path, max_pause: Duration) -> Result<(), 
         others.len(),
         problems.len()
     );
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        for p in &problems {
-            println!("problem: {p}");
-        }
-        Err(format!("{} problem(s)", problems.len()))
-    }
+    verdict(&problems)
 }

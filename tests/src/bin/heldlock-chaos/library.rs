@@ -233,12 +233,5 @@ pub(super) fn chaos(config: &Config, dir: &Path) -> Result<(), String> {
             millis(takeover_bound)
         ));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        for p in &problems {
-            println!("problem: {p}");
-        }
-        Err(format!("{} problem(s)", problems.len()))
-    }
+    verdict(&problems)
 }

@@ -168,14 +168,7 @@ pub(super) fn long_pause(config: &Config, dir: &Path) -> Result<(), String> {
     if !(explained.is_empty() && unexplained.is_empty()) {
         problems.push(format!("trash left: {explained:?} {unexplained:?}"));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        for p in &problems {
-            println!("problem: {p}");
-        }
-        Err(format!("{} problem(s)", problems.len()))
-    }
+    verdict(&problems)
 }
 
 pub(super) fn wait_exit(

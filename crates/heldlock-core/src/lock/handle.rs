@@ -319,16 +319,10 @@ impl Lock {
             // `poll` (the wait is a courtesy, not a rule), nor the deadline
             // (the try below still gets its `grace`).
             tracing::debug!("waiting behind an older waiter");
-            let left = deadline.saturating_duration_since(self.runtime.instant());
-            let mut timer = self.runtime.sleep(self.timing.poll.min(left));
-            poll_fn(|cx| {
-                if turn.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
+            let until = deadline.min(self.runtime.instant() + self.timing.poll);
+            // Its output says nothing: a turn that came and a wait that ran
+            // out both lead to the try.
+            let _ = within(&*self.runtime, &mut turn, until, Duration::ZERO).await;
             via = "turn";
             // Kept, as a place in the line, until the look that follows a
             // failed try subscribes anew.

@@ -10,16 +10,20 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use heldlock_core::{
-    BackendError, Broke, ChangeListener, Created, Inspection, Lock, LockBackend, LockOptions,
-    LockRecord, ManualClock, MemoryBackend, Observed, OptionsError, OwnerId, Refreshed, Released,
+    BackendError, ChangeListener, Created, Lock, LockBackend, LockOptions, LockRecord, ManualClock,
+    MemoryBackend, OptionsError,
 };
 
+mod support;
+
+use support::hooked::{Hooked, Hooks};
+
 /// The older waiter's turn, handed on by the test.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Turn {
     passed: std::sync::atomic::AtomicBool,
     wakers: Mutex<Vec<Waker>>,
@@ -44,43 +48,26 @@ impl Turn {
     }
 }
 
-/// `MemoryBackend` that always has an older waiter to wait behind, and
+/// Hooks by which a backend always has an older waiter to wait behind, and
 /// counts the tries.
+#[derive(Debug)]
 struct Courteous {
-    inner: MemoryBackend,
     turn: Arc<Turn>,
     asked: Arc<AtomicUsize>,
     tries: Arc<AtomicUsize>,
 }
 
-impl std::fmt::Debug for Courteous {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Courteous")
-    }
-}
-
 #[async_trait]
-impl LockBackend for Courteous {
-    fn resource(&self) -> String {
-        self.inner.resource()
-    }
-    async fn try_create(&self, record: &LockRecord) -> Result<Created, BackendError> {
+impl Hooks for Courteous {
+    async fn try_create(
+        &self,
+        inner: &dyn LockBackend,
+        record: &LockRecord,
+    ) -> Result<Created, BackendError> {
         self.tries.fetch_add(1, Ordering::SeqCst);
-        self.inner.try_create(record).await
+        inner.try_create(record).await
     }
-    async fn inspect(&self) -> Result<Inspection, BackendError> {
-        self.inner.inspect().await
-    }
-    async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
-        self.inner.refresh(owner, now).await
-    }
-    async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
-        self.inner.break_if_unchanged(observed).await
-    }
-    async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
-        self.inner.release(owner).await
-    }
-    fn wait_behind_older(&self) -> Option<ChangeListener> {
+    fn wait_behind_older(&self, _inner: &dyn LockBackend) -> Option<ChangeListener> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         Some(Turn::listener(&self.turn))
     }
@@ -101,12 +88,14 @@ fn fixture() -> Fixture {
     let turn = Arc::new(Turn::default());
     let asked = Arc::new(AtomicUsize::new(0));
     let tries = Arc::new(AtomicUsize::new(0));
-    let backend = Courteous {
-        inner: MemoryBackend::new("bounded"),
-        turn: Arc::clone(&turn),
-        asked: Arc::clone(&asked),
-        tries: Arc::clone(&tries),
-    };
+    let backend = Hooked::new(
+        MemoryBackend::new("bounded"),
+        Courteous {
+            turn: Arc::clone(&turn),
+            asked: Arc::clone(&asked),
+            tries: Arc::clone(&tries),
+        },
+    );
     let options = LockOptions::new(Duration::from_secs(30))
         .poll(POLL)
         .max_wait(Duration::from_secs(60))

@@ -8,15 +8,19 @@ use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt as _;
 use futures::executor::block_on;
 use heldlock_core::{
-    BackendError, Broke, Created, Inspection, Lock, LockBackend, LockOptions, LockRecord,
-    ManualClock, MemoryBackend, Observed, OwnerId, Refreshed, Released,
+    BackendError, Created, Lock, LockBackend, LockOptions, LockRecord, ManualClock, MemoryBackend,
+    OwnerId, Released,
 };
+
+mod support;
+
+use support::hooked::{Hooked, Hooks};
 
 /// What the handles of one [`Numbered`] lock share: the last token issued.
 #[derive(Debug, Default)]
@@ -24,12 +28,11 @@ struct Counter {
     last: u64,
 }
 
-/// `MemoryBackend` that numbers its grants: the token is taken under the
-/// same lock as the create, so it is fixed at the grant (as etcd's create
-/// revision is) and no holder paused between two steps can reorder it.
+/// Hooks by which a `MemoryBackend` numbers its grants: the token is taken
+/// under the same lock as the create, so it is fixed at the grant (as etcd's
+/// create revision is) and no holder paused between two steps can reorder it.
 #[derive(Debug)]
 struct Numbered {
-    inner: MemoryBackend,
     counter: Arc<Mutex<Counter>>,
     /// This handle's tokens, by owner.
     tokens: Mutex<HashMap<OwnerId, u64>>,
@@ -38,35 +41,42 @@ struct Numbered {
 }
 
 impl Numbered {
-    fn new() -> Self {
-        Numbered {
-            inner: MemoryBackend::new("numbered"),
-            counter: Arc::default(),
-            tokens: Mutex::default(),
-            asked: AtomicUsize::new(0),
-        }
+    fn new() -> Hooked<Self> {
+        Hooked::new(
+            MemoryBackend::new("numbered"),
+            Numbered {
+                counter: Arc::default(),
+                tokens: Mutex::default(),
+                asked: AtomicUsize::new(0),
+            },
+        )
     }
+}
 
+impl Hooked<Numbered> {
     /// Another handle on the same lock, as another process would have.
     fn peer(&self) -> Self {
-        Numbered {
-            inner: self.inner.clone(),
-            counter: Arc::clone(&self.counter),
-            tokens: Mutex::default(),
-            asked: AtomicUsize::new(0),
-        }
+        Hooked::new(
+            self.inner.clone(),
+            Numbered {
+                counter: Arc::clone(&self.hooks.counter),
+                tokens: Mutex::default(),
+                asked: AtomicUsize::new(0),
+            },
+        )
     }
 }
 
 #[async_trait]
-impl LockBackend for Numbered {
-    fn resource(&self) -> String {
-        self.inner.resource()
-    }
-    async fn try_create(&self, record: &LockRecord) -> Result<Created, BackendError> {
+impl Hooks for Numbered {
+    async fn try_create(
+        &self,
+        inner: &dyn LockBackend,
+        record: &LockRecord,
+    ) -> Result<Created, BackendError> {
         let mut counter = self.counter.lock().unwrap();
         // The memory backend's steps complete at once.
-        let created = self.inner.try_create(record).now_or_never().unwrap()?;
+        let created = inner.try_create(record).now_or_never().unwrap()?;
         if created == Created::Created {
             counter.last += 1;
             self.tokens
@@ -76,24 +86,23 @@ impl LockBackend for Numbered {
         }
         Ok(created)
     }
-    async fn inspect(&self) -> Result<Inspection, BackendError> {
-        self.inner.inspect().await
-    }
-    async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
-        self.inner.refresh(owner, now).await
-    }
-    async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
-        self.inner.break_if_unchanged(observed).await
-    }
-    async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
+    async fn release(
+        &self,
+        inner: &dyn LockBackend,
+        owner: &OwnerId,
+    ) -> Result<Released, BackendError> {
         self.tokens.lock().unwrap().remove(owner);
-        self.inner.release(owner).await
+        inner.release(owner).await
     }
-    fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
+    fn release_blocking(
+        &self,
+        inner: &dyn LockBackend,
+        owner: &OwnerId,
+    ) -> Option<Result<Released, BackendError>> {
         self.tokens.lock().unwrap().remove(owner);
-        self.inner.release_blocking(owner)
+        inner.release_blocking(owner)
     }
-    fn fencing_token(&self, owner: &OwnerId) -> Option<u64> {
+    fn fencing_token(&self, _inner: &dyn LockBackend, owner: &OwnerId) -> Option<u64> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         self.tokens.lock().unwrap().get(owner).copied()
     }
@@ -119,7 +128,7 @@ fn the_token_is_the_backends_and_grows_with_every_grant() {
             let held = lock_a.try_acquire().await.unwrap().unwrap();
             assert_eq!(
                 held.fencing_token(),
-                a.tokens.lock().unwrap().get(held.owner()).copied(),
+                a.hooks.tokens.lock().unwrap().get(held.owner()).copied(),
                 "round {round}: the backend's token for this grant"
             );
             assert!(
@@ -140,7 +149,7 @@ fn the_token_is_the_backends_and_grows_with_every_grant() {
         );
         // Asked once per grant (six), never for a try that found it taken.
         assert_eq!(
-            a.asked.load(Ordering::SeqCst) + b.asked.load(Ordering::SeqCst),
+            a.hooks.asked.load(Ordering::SeqCst) + b.hooks.asked.load(Ordering::SeqCst),
             6
         );
     });

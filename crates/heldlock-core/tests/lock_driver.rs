@@ -9,13 +9,16 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use heldlock_core::{
-    BackendError, Broke, ChangeListener, Created, HostProbe, Inspection, Lock, LockBackend,
-    LockOptions, LockRecord, ManualClock, MemoryBackend, Observed, OwnerId, Refreshed, Released,
+    ChangeListener, HostProbe, Lock, LockBackend, LockOptions, LockRecord, ManualClock,
+    MemoryBackend, OwnerId,
 };
+
+mod support;
+
+use support::hooked::{Hooked, Hooks};
 
 /// A one-shot-per-call notification the test fires by hand.
 #[derive(Default)]
@@ -48,10 +51,9 @@ impl Bell {
     }
 }
 
-/// `MemoryBackend` plus change notification driven by a `Bell`.
+/// Hooks that give a backend change notification driven by a `Bell`.
 #[derive(Debug)]
 struct Notifying {
-    inner: MemoryBackend,
     bell: Arc<Bell>,
     listens: Arc<AtomicUsize>,
 }
@@ -62,27 +64,8 @@ impl std::fmt::Debug for Bell {
     }
 }
 
-#[async_trait]
-impl LockBackend for Notifying {
-    fn resource(&self) -> String {
-        self.inner.resource()
-    }
-    async fn try_create(&self, record: &LockRecord) -> Result<Created, BackendError> {
-        self.inner.try_create(record).await
-    }
-    async fn inspect(&self) -> Result<Inspection, BackendError> {
-        self.inner.inspect().await
-    }
-    async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
-        self.inner.refresh(owner, now).await
-    }
-    async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
-        self.inner.break_if_unchanged(observed).await
-    }
-    async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
-        self.inner.release(owner).await
-    }
-    fn listen(&self) -> Option<ChangeListener> {
+impl Hooks for Notifying {
+    fn listen(&self, _inner: &dyn LockBackend) -> Option<ChangeListener> {
         self.listens.fetch_add(1, Ordering::SeqCst);
         Some(Bell::listener(&self.bell))
     }
@@ -105,11 +88,13 @@ fn a_notified_waiter_wakes_on_the_change_without_any_time_passing() {
     let bell = Arc::new(Bell::default());
     let listens = Arc::new(AtomicUsize::new(0));
     let holder = Lock::new(Arc::new(shared.clone()), Arc::new(clock.clone()), options()).unwrap();
-    let waiter_backend = Notifying {
-        inner: shared.clone(),
-        bell: Arc::clone(&bell),
-        listens: Arc::clone(&listens),
-    };
+    let waiter_backend = Hooked::new(
+        shared.clone(),
+        Notifying {
+            bell: Arc::clone(&bell),
+            listens: Arc::clone(&listens),
+        },
+    );
     let waiter = Lock::new(Arc::new(waiter_backend), Arc::new(clock.clone()), options()).unwrap();
 
     let held = futures::executor::block_on(holder.acquire()).unwrap();
@@ -244,11 +229,13 @@ fn a_waiter_that_loses_the_race_watches_the_winner_die() {
     let lock = || Lock::new(Arc::new(shared.clone()), Arc::new(clock.clone()), options()).unwrap();
     let (first, second) = (lock(), lock());
     let probe = Arc::new(Mortician::default());
-    let waiter_backend = Notifying {
-        inner: shared.clone(),
-        bell: Arc::clone(&bell),
-        listens: Arc::new(AtomicUsize::new(0)),
-    };
+    let waiter_backend = Hooked::new(
+        shared.clone(),
+        Notifying {
+            bell: Arc::clone(&bell),
+            listens: Arc::new(AtomicUsize::new(0)),
+        },
+    );
     let waiter = Lock::new(Arc::new(waiter_backend), Arc::new(clock.clone()), options())
         .unwrap()
         .with_host_probe(probe.clone());

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod gated;
+pub mod hooked;
 
 use std::future::Future;
 use std::pin::Pin;

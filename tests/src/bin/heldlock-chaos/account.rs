@@ -2,7 +2,37 @@
 //! logs name (lost or doubled increments), and the files left beside the
 //! lock.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crate::files::{COUNTER, LOCK};
+use crate::observe::lock_pid;
+use crate::util::text;
+
+#[derive(Debug, Default)]
+pub(super) struct Account {
+    /// The counter's value: its last line's.
+    pub(super) counter: u64,
+    /// Lines in the counter.
+    pub(super) commits: u64,
+    /// Commits some worker logged.
+    pub(super) logged: u64,
+    /// Commits whose log line a SIGKILL swallowed.
+    pub(super) unlogged_after_kill: u64,
+    /// Writes skipped because `refresh()` said the lock was lost.
+    pub(super) skipped: u64,
+    /// (incarnation, seq, epoch ms) of each skipped write.
+    pub(super) skips: Vec<(u64, u64, u64)>,
+    /// Increments lost: logged but not in the counter, or values missing
+    /// from it.
+    pub(super) lost: u64,
+    /// Increments doubled: a value written twice (two holders read the
+    /// same value), or one commit in the counter twice.
+    pub(super) doubled: u64,
+    pub(super) problems: Vec<String>,
+}
 
 /// Reads the counter and every incarnation's log and checks them against
 /// each other; see the module docs.

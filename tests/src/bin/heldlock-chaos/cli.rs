@@ -49,28 +49,22 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::{getpid, set_child_subreaper};
 
-use super::{
-    COUNTER, Config, LOCK, Rng, account, append, clock_seed, last_value, millis, ms, parse_arg,
-    text, trash, verdict,
-};
+use crate::account::{account, trash, verdict};
+use crate::config::Config;
+use crate::files::{COUNTER, LOCK, append, last_value};
+use crate::rng::{Rng, clock_seed};
+use crate::util::{millis, ms, text};
+use crate::worker::parse_arg;
 
-#[path = "fleet.rs"]
 mod fleet;
 
-use fleet::{Action, Fleet, Slot, Tally, children};
+use fleet::{Action, Fleet, NOT_OURS, STDERR, Slot, Tally, children};
 
 /// The gap between two signals, in ms.
 const GAP_MS: (u64, u64) = (50, 250);
-/// Where the wrappers' and commands' standard error goes, in the run's
-/// directory.
-const STDERR: &str = "wrappers.err";
 /// The wrappers' `XDG_RUNTIME_DIR` and `TMPDIR` (their queue files), in the
 /// run's directory.
 const RUNTIME: &str = "runtime";
-/// The exit code of a command that found the lock file naming another owner.
-const NOT_OURS: i32 = 3;
-/// `heldlock run`'s exit code for a command killed by `SIGKILL`.
-const KILLED: i32 = 128 + 9;
 
 // ---------------------------------------------------------------- the command
 
@@ -149,16 +143,6 @@ pub(super) fn binary(config: &Config) -> Result<PathBuf, String> {
 }
 
 // ---------------------------------------------------------------- the run
-
-/// The last lines of `path`, for an error message.
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.contains("broke a stale lock"))
-        .collect();
-    lines[lines.len().saturating_sub(5)..].join(" | ")
-}
 
 /// What is left of the lock (the lock file, trash, break markers) beside
 /// it, and the queue files in the wrappers' runtime directory.

@@ -1,7 +1,17 @@
 //! The library mode's run: workers that lock through heldlock's API, killed
 //! and paused at random, then the account of every increment.
 
-use super::*;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::account::{account, count_commits, trash, verdict};
+use crate::config::Config;
+use crate::files::{LOCK, STOP};
+use crate::fleet::Fleet;
+use crate::observe::{Takeover, lock_pid};
+use crate::rng::{Rng, clock_seed};
+use crate::util::{epoch_ms, millis, ms, text};
 
 #[derive(Default)]
 struct Tally {

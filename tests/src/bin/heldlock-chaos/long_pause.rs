@@ -1,7 +1,20 @@
 //! The long-pause scenario: a holder stopped for longer than its lease,
 //! and what its peers and its own refresh make of it.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::account::{account, trash, verdict};
+use crate::config::Config;
+use crate::files::{COUNTER, LOCK, PAUSED_GO, PAUSED_READ, PAUSED_RESULT, last_value};
+use crate::fleet::{Fleet, Slot};
+use crate::observe::lock_pid;
+use crate::util::{millis, text, wait_exit, wait_for};
 
 pub(super) fn long_pause(config: &Config, dir: &Path) -> Result<(), String> {
     let timing = config.timing()?;
@@ -169,22 +182,4 @@ pub(super) fn long_pause(config: &Config, dir: &Path) -> Result<(), String> {
         problems.push(format!("trash left: {explained:?} {unexplained:?}"));
     }
     verdict(&problems)
-}
-
-pub(super) fn wait_exit(
-    child: &mut Child,
-    limit: Duration,
-) -> Result<std::process::ExitStatus, String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().map_err(text)? {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("a worker did not finish within {limit:?}"));
-        }
-        std::thread::sleep(ms(5));
-    }
 }

@@ -4,7 +4,7 @@
 //!
 //! | span | covers | where |
 //! | --- | --- | --- |
-//! | `acquire` | one `acquire` or `try_acquire`; `owner` is recorded once the record is made | `handle.rs` |
+//! | `acquire` | one `acquire` or `try_acquire`; `owner` is recorded once the record is made | `driver.rs` |
 //! | `hold` | the lock's life, from its creation until its release (a root span, created with the lock; the heartbeat task runs in it once its first beat starts it) | `lease/` |
 //! | `release` | `HeldLock::release`, or the release on drop | `lease/` |
 //!

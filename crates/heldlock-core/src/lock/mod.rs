@@ -3,6 +3,7 @@
 
 pub mod acquire;
 pub(crate) mod backend;
+mod driver;
 pub(crate) mod handle;
 pub mod heartbeat;
 pub(crate) mod lease;

@@ -23,7 +23,7 @@ use heldlock_core::{
 
 mod support;
 
-use support::gated::Gated;
+use support::gated::{Gated, Gates};
 
 const STALE: Duration = Duration::from_secs(3);
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -37,17 +37,13 @@ fn options() -> LockOptions {
         .max_wait(MAX_WAIT)
 }
 
-/// A lock on `shared` through a gated handle of its own; the gates stay
-/// reachable through the returned `Arc`.
-fn gated_lock(shared: &MemoryBackend, clock: &ManualClock) -> (Lock, Arc<Gated>) {
-    let gated = Arc::new(Gated::on(shared));
-    let lock = Lock::new(
-        Arc::clone(&gated) as Arc<dyn LockBackend>,
-        Arc::new(clock.clone()),
-        options(),
-    )
-    .unwrap();
-    (lock, gated)
+/// A lock on `shared` through a gated handle of its own, and that handle's
+/// gates.
+fn gated_lock(shared: &MemoryBackend, clock: &ManualClock) -> (Lock, Gates) {
+    let gated = Gated::on(shared);
+    let gates = gated.hooks.clone();
+    let lock = Lock::new(Arc::new(gated), Arc::new(clock.clone()), options()).unwrap();
+    (lock, gates)
 }
 
 fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {

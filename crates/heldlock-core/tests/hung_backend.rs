@@ -17,13 +17,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use heldlock_core::{
-    BackendError, Broke, Clock, Created, Error, Holder, Inspection, Lock, LockBackend, LockOptions,
-    LockRecord, ManualClock, MemoryBackend, Observed, OwnerId, Refreshed, Released,
+    BackendError, Clock, Error, Holder, Inspection, Lock, LockBackend, LockOptions, LockRecord,
+    ManualClock, MemoryBackend, OwnerId, Refreshed,
 };
 
 mod support;
 
 use support::gated::Gated;
+use support::hooked::{Hooked, Hooks};
 
 const MAX_WAIT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(100);
@@ -73,8 +74,8 @@ fn acquire_times_out_at_max_wait_while_try_create_hangs() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("create-hangs");
     let backend = Gated::on(&shared);
-    backend.create.close();
-    let create = Arc::clone(&backend.create);
+    backend.hooks.create.close();
+    let create = Arc::clone(&backend.hooks.create);
     let lock = lock_on(backend, &clock);
 
     let mut acquiring = pin!(lock.acquire());
@@ -95,8 +96,8 @@ fn acquire_times_out_at_max_wait_while_inspect_hangs() {
     let holder = lock_on(shared.clone(), &clock);
     let held = block_on(holder.acquire()).unwrap();
     let backend = Gated::on(&shared);
-    backend.inspect.close();
-    let inspect = Arc::clone(&backend.inspect);
+    backend.hooks.inspect.close();
+    let inspect = Arc::clone(&backend.hooks.inspect);
     let waiter = lock_on(backend, &clock);
 
     let mut acquiring = pin!(waiter.acquire());
@@ -129,8 +130,8 @@ fn acquire_times_out_at_max_wait_while_a_break_hangs_and_the_break_still_complet
     let dead = LockRecord::for_this_process(clock.now() - Duration::from_secs(3600));
     shared.replace(Holder::Record(dead.clone()), dead.acquired_at);
     let backend = Gated::on(&shared);
-    backend.brk.close();
-    let brk = Arc::clone(&backend.brk);
+    backend.hooks.brk.close();
+    let brk = Arc::clone(&backend.hooks.brk);
     let lock = lock_on(backend, &clock);
 
     let mut acquiring = pin!(lock.acquire());
@@ -157,7 +158,7 @@ fn a_step_begun_just_before_the_deadline_is_given_poll_to_finish() {
     let held = block_on(holder.acquire()).unwrap();
     let _heartbeat = clock.take_spawned();
     let backend = Gated::on(&shared);
-    let create = Arc::clone(&backend.create);
+    let create = Arc::clone(&backend.hooks.create);
     let waiter = lock_on(backend, &clock);
 
     let start = clock.instant();
@@ -195,8 +196,8 @@ fn a_create_that_completes_after_the_deadline_leaves_no_lock_behind() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("late-create");
     let backend = Gated::on(&shared);
-    backend.create.close();
-    let create = Arc::clone(&backend.create);
+    backend.hooks.create.close();
+    let create = Arc::clone(&backend.hooks.create);
     let lock = lock_on(backend, &clock);
 
     let mut acquiring = pin!(lock.acquire());
@@ -218,8 +219,8 @@ fn a_create_in_flight_when_the_caller_drops_acquire_is_released_once_it_complete
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("dropped-acquire");
     let backend = Gated::on(&shared);
-    backend.create.close();
-    let create = Arc::clone(&backend.create);
+    backend.hooks.create.close();
+    let create = Arc::clone(&backend.hooks.create);
     let lock = lock_on(backend, &clock);
 
     {
@@ -239,8 +240,8 @@ fn an_abandoned_create_that_finds_the_lock_taken_leaves_the_holder_alone() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("abandoned-exists");
     let backend = Gated::on(&shared);
-    backend.create.close();
-    let create = Arc::clone(&backend.create);
+    backend.hooks.create.close();
+    let create = Arc::clone(&backend.hooks.create);
     let lock = lock_on(backend, &clock);
 
     let mut acquiring = Box::pin(lock.acquire());
@@ -270,8 +271,8 @@ fn try_acquire_gives_a_slow_backend_up_to_max_wait() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("slow-try");
     let backend = Gated::on(&shared);
-    backend.create.close();
-    let create = Arc::clone(&backend.create);
+    backend.hooks.create.close();
+    let create = Arc::clone(&backend.hooks.create);
     let lock = lock_on(backend, &clock);
 
     // A backend that answers late, but within `max_wait`: the try succeeds.
@@ -299,7 +300,7 @@ fn lost_fires_at_the_lease_end_while_the_heartbeat_refresh_hangs() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("refresh-hangs");
     let backend = Gated::on(&shared);
-    let refresh = Arc::clone(&backend.refresh);
+    let refresh = Arc::clone(&backend.hooks.refresh);
     refresh.close();
     let lock = lock_on(backend, &clock);
     let held = block_on(lock.acquire()).unwrap();
@@ -401,7 +402,7 @@ fn a_refresh_that_hangs_reports_the_loss_at_the_lease_end() {
     let clock = ManualClock::new();
     let shared = MemoryBackend::new("task-refresh-hangs");
     let backend = Gated::on(&shared);
-    let refresh = Arc::clone(&backend.refresh);
+    let refresh = Arc::clone(&backend.hooks.refresh);
     let lock = lock_on(backend, &clock);
     let held = block_on(lock.acquire()).unwrap();
     let _stuck = clock.take_spawned();
@@ -419,41 +420,27 @@ fn a_refresh_that_hangs_reports_the_loss_at_the_lease_end() {
     assert!(held.is_lost());
 }
 
-/// A backend whose refresh blocks its thread, as a synchronous system call
-/// on a file system whose server is gone does; released by the test at the
+/// Hooks whose refresh blocks its thread, as a synchronous system call on
+/// a file system whose server is gone does; released by the test at the
 /// end so that the thread does not outlive it by long.
 #[derive(Debug)]
 struct BlockingRefresh {
-    inner: MemoryBackend,
     unblock: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 #[async_trait]
-impl LockBackend for BlockingRefresh {
-    fn resource(&self) -> String {
-        self.inner.resource()
-    }
-    async fn try_create(&self, record: &LockRecord) -> Result<Created, BackendError> {
-        self.inner.try_create(record).await
-    }
-    async fn inspect(&self) -> Result<Inspection, BackendError> {
-        self.inner.inspect().await
-    }
-    async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
+impl Hooks for BlockingRefresh {
+    async fn refresh(
+        &self,
+        inner: &dyn LockBackend,
+        owner: &OwnerId,
+        now: SystemTime,
+    ) -> Result<Refreshed, BackendError> {
         {
             let unblock = self.unblock.lock().unwrap();
             let _ = unblock.recv_timeout(Duration::from_secs(30));
         }
-        self.inner.refresh(owner, now).await
-    }
-    async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
-        self.inner.break_if_unchanged(observed).await
-    }
-    async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
-        self.inner.release(owner).await
-    }
-    fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
-        self.inner.release_blocking(owner)
+        inner.refresh(owner, now).await
     }
 }
 
@@ -491,10 +478,12 @@ fn lost_fires_on_time_while_a_refresh_blocks_the_heartbeats_thread() {
     // 30 s the refresh blocks.
     let stale = Duration::from_millis(400);
     let (unblock, blocked) = std::sync::mpsc::channel();
-    let backend = BlockingRefresh {
-        inner: MemoryBackend::new("blocking-refresh"),
-        unblock: Mutex::new(blocked),
-    };
+    let backend = Hooked::new(
+        MemoryBackend::new("blocking-refresh"),
+        BlockingRefresh {
+            unblock: Mutex::new(blocked),
+        },
+    );
     let lock = Lock::new(
         Arc::new(backend),
         Arc::new(AsyncStd),

@@ -13,6 +13,8 @@ use heldlock_core::{
     OwnerId, Refreshed, Released,
 };
 
+use super::hooked::{Hooked, Hooks};
+
 /// A gate a backend step waits at: open, the step goes through at once;
 /// closed, it waits until the gate opens.
 #[derive(Debug, Default)]
@@ -54,11 +56,12 @@ impl Gate {
     }
 }
 
-/// One process's handle on a shared `MemoryBackend`, each step behind its
-/// gate (a release on drop goes through at once, as the file backend's).
-#[derive(Debug)]
-pub struct Gated {
-    pub inner: MemoryBackend,
+/// The gates of one process's handle, one per step a test may hang (a
+/// release on drop goes through at once, as the file backend's does).
+/// Clones share the gates, so that a test keeps them after the backend has
+/// moved into its lock.
+#[derive(Clone, Debug, Default)]
+pub struct Gates {
     pub create: Arc<Gate>,
     pub inspect: Arc<Gate>,
     pub refresh: Arc<Gate>,
@@ -66,18 +69,7 @@ pub struct Gated {
     pub release: Arc<Gate>,
 }
 
-impl Gated {
-    pub fn on(shared: &MemoryBackend) -> Self {
-        Gated {
-            inner: shared.clone(),
-            create: Arc::default(),
-            inspect: Arc::default(),
-            refresh: Arc::default(),
-            brk: Arc::default(),
-            release: Arc::default(),
-        }
-    }
-
+impl Gates {
     /// Every step that came to a gate so far.
     pub fn steps(&self) -> usize {
         [
@@ -94,31 +86,52 @@ impl Gated {
 }
 
 #[async_trait]
-impl LockBackend for Gated {
-    fn resource(&self) -> String {
-        self.inner.resource()
-    }
-    async fn try_create(&self, record: &LockRecord) -> Result<Created, BackendError> {
+impl Hooks for Gates {
+    async fn try_create(
+        &self,
+        inner: &dyn LockBackend,
+        record: &LockRecord,
+    ) -> Result<Created, BackendError> {
         self.create.pass().await;
-        self.inner.try_create(record).await
+        inner.try_create(record).await
     }
-    async fn inspect(&self) -> Result<Inspection, BackendError> {
+    async fn inspect(&self, inner: &dyn LockBackend) -> Result<Inspection, BackendError> {
         self.inspect.pass().await;
-        self.inner.inspect().await
+        inner.inspect().await
     }
-    async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
+    async fn refresh(
+        &self,
+        inner: &dyn LockBackend,
+        owner: &OwnerId,
+        now: SystemTime,
+    ) -> Result<Refreshed, BackendError> {
         self.refresh.pass().await;
-        self.inner.refresh(owner, now).await
+        inner.refresh(owner, now).await
     }
-    async fn break_if_unchanged(&self, observed: &Observed) -> Result<Broke, BackendError> {
+    async fn break_if_unchanged(
+        &self,
+        inner: &dyn LockBackend,
+        observed: &Observed,
+    ) -> Result<Broke, BackendError> {
         self.brk.pass().await;
-        self.inner.break_if_unchanged(observed).await
+        inner.break_if_unchanged(observed).await
     }
-    async fn release(&self, owner: &OwnerId) -> Result<Released, BackendError> {
+    async fn release(
+        &self,
+        inner: &dyn LockBackend,
+        owner: &OwnerId,
+    ) -> Result<Released, BackendError> {
         self.release.pass().await;
-        self.inner.release(owner).await
+        inner.release(owner).await
     }
-    fn release_blocking(&self, owner: &OwnerId) -> Option<Result<Released, BackendError>> {
-        self.inner.release_blocking(owner)
+}
+
+/// One process's handle on a shared `MemoryBackend`, each step behind its
+/// gate.
+pub type Gated = Hooked<Gates>;
+
+impl Gated {
+    pub fn on(shared: &MemoryBackend) -> Self {
+        Hooked::new(shared.clone(), Gates::default())
     }
 }

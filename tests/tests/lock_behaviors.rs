@@ -3,7 +3,7 @@
 //! runtime). Pure option checks (19, 20, 22, 23) also
 //! have machine-level tests in heldlock-core (`lock_machines.rs`); those that
 //! need a window inside one protocol step are backend tests of heldlock-fs:
-//! 15 in `protocol.rs`, and 18, 31, 32 and 34 in `races.rs`, whose hooked
+//! 15 in `protocol/`, and 18, 31, 32 and 34 in `races/`, whose hooked
 //! `Vfs` runs a peer's action between two steps. `cargo test behavior_NN`
 //! finds each.
 #![allow(clippy::unwrap_used)]

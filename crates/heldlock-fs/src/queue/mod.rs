@@ -52,6 +52,10 @@ use crate::watch::{self, Notify};
 mod bounded_tests;
 mod files;
 #[cfg(test)]
+mod files_tests;
+#[cfg(test)]
+mod home_tests;
+#[cfg(test)]
 mod tests;
 
 use files::*;

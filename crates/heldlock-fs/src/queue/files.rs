@@ -223,6 +223,17 @@ pub(super) const JOIN_ATTEMPTS: u32 = 8;
 /// * A member opens the turn file only after joining and closes it when it
 ///   leaves: no turn file outlives its membership.
 ///
+/// One exception, by design: a process whose waiters all stopped while it
+/// was still in line stops counting as a member at once
+/// ([`Membership::stop_counting`]) but stays in line until its queue thread
+/// gets the turn and passes it on. Counted until then, it would keep the
+/// other members' last leaver from removing the files, and might exit
+/// (its lock taken and released meanwhile) before its thread removed them
+/// itself. Should the files be removed meanwhile, the turn it gets is a
+/// removed file's: it passes it on at once, or, if a waiter of it came back
+/// and could not count again, leads a queue of its own: one more watcher of
+/// the lock, nothing worse.
+///
 /// The shared lock is not waited for: a remover holds the file only for a
 /// few system calls, but a remover stopped there would stop every newcomer
 /// with it. A newcomer that keeps finding it held gives up and watches.
@@ -352,6 +363,50 @@ impl Membership {
     pub(super) fn unmark_starving(&self) {
         let _ = rustix::fs::unlinkat(&self.dir, &self.starving_name, AtFlags::empty());
     }
+
+    /// Stops counting as a member, but stays in line for the turn: called
+    /// when this process's waiters all stopped while it was queued (one
+    /// took the lock on its own poll), since the process may then exit
+    /// before its queue thread gets the turn and leaves (see the type's
+    /// docs). The last member removes the files here and now. Whether it
+    /// removed them.
+    pub(super) fn stop_counting(&self) -> bool {
+        self.pid == std::process::id() && self.leave_waiters()
+    }
+
+    /// Counts as a member again after [`stop_counting`](Self::stop_counting),
+    /// for a waiter of this process that queues again before the turn came.
+    /// Not waited for, like a newcomer's lock: held by a remover, the file
+    /// is on its way out, and this process stays in line uncounted.
+    pub(super) fn count_again(&self) {
+        if self.pid == std::process::id() {
+            let _ = rustix::fs::flock(&self.waiters, FlockOperation::NonBlockingLockShared);
+        }
+    }
+
+    /// Trades this member's shared lock on the waiters file for an
+    /// exclusive one, granted only when no other member exists, and then
+    /// removes the queue's files. Afterwards this member holds no lock on
+    /// the file either way. Whether it removed them.
+    fn leave_waiters(&self) -> bool {
+        if rustix::fs::flock(&self.waiters, FlockOperation::NonBlockingLockExclusive).is_err() {
+            // A failed trade has lost the shared lock already (`flock(2)`:
+            // a conversion removes the old lock first); said once more for
+            // a system that would keep it.
+            let _ = rustix::fs::flock(&self.waiters, FlockOperation::Unlock);
+            return false;
+        }
+        let removed = remove_queue(
+            &self.dir,
+            &self.waiters_name,
+            &self.turn_name,
+            &self.waiters,
+        );
+        // Newcomers that opened the removed file start over now, not when
+        // this membership ends.
+        let _ = rustix::fs::flock(&self.waiters, FlockOperation::Unlock);
+        removed
+    }
 }
 
 /// The name of the starving mark of the queue named `name`: there while the
@@ -367,24 +422,8 @@ impl Drop for Membership {
             return;
         }
         self.pass_turn();
-        // Fails while any other member holds its shared lock. A failed
-        // trade loses this member's shared lock, which it is giving up
-        // anyway.
-        if rustix::fs::flock(&self.waiters, FlockOperation::NonBlockingLockExclusive).is_err() {
-            return;
-        }
-        if remove_queue(
-            &self.dir,
-            &self.waiters_name,
-            &self.turn_name,
-            &self.waiters,
-        ) {
-            // Newcomers that opened the removed file start over now, not
-            // after the sweep.
-            let _ = rustix::fs::flock(&self.waiters, FlockOperation::Unlock);
-            if sweep_due(&self.dir) {
-                sweep_abandoned(&self.dir);
-            }
+        if self.leave_waiters() && sweep_due(&self.dir) {
+            sweep_abandoned(&self.dir);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use super::tests::{SOON, empties, entries, fixture};
+use super::tests::{SOON, empties, entries, fixture, no_inotify};
 use super::*;
 use crate::test_support::completes_within;
 
@@ -26,7 +26,7 @@ fn without_a_runtime_directory_a_private_one_is_made_in_the_temporary_one() {
     let lock = locks.path().join("tmp.lock");
     std::fs::write(&lock, "held").unwrap();
     let Some(waiting) = listen_in(&lock, &home, None) else {
-        eprintln!("inotify unavailable here; skipping");
+        no_inotify("without_a_runtime_directory_a_private_one_is_made_in_the_temporary_one");
         return;
     };
     let meta = std::fs::symlink_metadata(&per_user).unwrap();
@@ -161,7 +161,7 @@ fn a_per_user_directory_that_is_not_private_is_refused_and_everyone_watches() {
         let name = queue_name(&lock).unwrap();
         assert!(join(&home, &name).is_err(), "{what}");
         let Some(watching) = listen_in(&lock, &home, None) else {
-            eprintln!("inotify unavailable here; skipping");
+            no_inotify("a_per_user_directory_that_is_not_private_is_refused_and_everyone_watches");
             return;
         };
         // No queue: this waiter watches the lock itself, and is woken

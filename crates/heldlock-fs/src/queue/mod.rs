@@ -290,7 +290,13 @@ impl Interest {
         }
         match state.role {
             Role::Leader => return Taken::Lead,
-            Role::Queued => return Taken::Wait(turns.turn_came.listen()),
+            Role::Queued => {
+                // Its waiters may all have stopped meanwhile (see `Drop`).
+                if let Some(member) = &state.member {
+                    member.count_again();
+                }
+                return Taken::Wait(turns.turn_came.listen());
+            }
             Role::Idle => {}
         }
         // Idle, this process is no member (see `give_up_turn`). It joins
@@ -357,8 +363,14 @@ impl Drop for Interest {
         }
         state.waiting_since = None;
         match state.role {
-            // The thread passes the turn on when it gets it.
-            Role::Queued => {}
+            // The thread passes the turn on when it gets it; until then this
+            // process no longer counts as a member, so that the files go
+            // with the others' last leaver even if this process exits first.
+            Role::Queued => {
+                if let Some(member) = &state.member {
+                    member.stop_counting();
+                }
+            }
             Role::Leader | Role::Idle => {
                 let leaving = give_up_turn(&mut state);
                 drop(state);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::test_support::completes_within;
+use rustix::fs::FlockOperation;
 
 // Generous bounds: the events are immediate, the machine may be busy. The
 // quiet periods are short: a wake-up would come within microseconds.
@@ -117,6 +118,15 @@ pub(super) fn empties(dir: &Path) -> bool {
     }
 }
 
+/// Reports `test` skipped (visibly, and failing where every test must
+/// run): without inotify a waiter polls, and there is no queue to test.
+pub(super) fn no_inotify(test: &str) {
+    crate::test_support::skip(
+        test,
+        "inotify is unavailable here, so waiters poll and never queue",
+    );
+}
+
 pub(super) fn try_take_turn(other: &Membership) -> bool {
     other.try_lead().is_ok()
 }
@@ -125,13 +135,14 @@ pub(super) fn try_take_turn(other: &Membership) -> bool {
 /// and this process's waiter queued behind it; `None` without inotify.
 fn queued_behind_another(
     fx: &Fixture,
+    test: &str,
     name: &str,
 ) -> Option<(PathBuf, Membership, ChangeListener)> {
     let lock = fx.held_lock(name);
     let other = fx.other_process(&lock);
     assert!(try_take_turn(&other));
     let Some(follower) = fx.listen(&lock) else {
-        eprintln!("inotify unavailable here; skipping");
+        no_inotify(test);
         return None;
     };
     Some((lock, other, follower))
@@ -140,7 +151,11 @@ fn queued_behind_another(
 #[test]
 fn a_follower_is_not_woken_by_releases_until_its_turn_comes() {
     let fx = fixture();
-    let Some((lock, leader, follower)) = queued_behind_another(&fx, "follower.lock") else {
+    let Some((lock, leader, follower)) = queued_behind_another(
+        &fx,
+        "a_follower_is_not_woken_by_releases_until_its_turn_comes",
+        "follower.lock",
+    ) else {
         return;
     };
     std::fs::rename(&lock, fx.locks.path().join("state.lock.releasing.x")).unwrap();
@@ -174,7 +189,7 @@ fn a_woken_leader_keeps_its_turn_until_its_listener_is_dropped() {
     let lock = fx.held_lock("woken.lock");
     let other = fx.other_process(&lock);
     let Some(mut watching) = fx.listen(&lock) else {
-        eprintln!("inotify unavailable here; skipping");
+        no_inotify("a_woken_leader_keeps_its_turn_until_its_listener_is_dropped");
         return;
     };
     assert!(!try_take_turn(&other), "this process leads");
@@ -202,7 +217,11 @@ fn a_woken_leader_keeps_its_turn_until_its_listener_is_dropped() {
 #[test]
 fn a_process_that_stopped_waiting_passes_its_turn_on() {
     let fx = fixture();
-    let Some((_lock, other, follower)) = queued_behind_another(&fx, "gave-up.lock") else {
+    let Some((_lock, other, follower)) = queued_behind_another(
+        &fx,
+        "a_process_that_stopped_waiting_passes_its_turn_on",
+        "gave-up.lock",
+    ) else {
         return;
     };
     drop(follower); // gave up while queued
@@ -223,6 +242,40 @@ fn a_process_that_stopped_waiting_passes_its_turn_on() {
 }
 
 #[test]
+fn a_process_whose_waiters_stopped_while_queued_no_longer_keeps_the_files() {
+    let test = "a_process_whose_waiters_stopped_while_queued_no_longer_keeps_the_files";
+    let fx = fixture();
+    let Some((lock, other, follower)) = queued_behind_another(&fx, test, "stopped.lock") else {
+        return;
+    };
+    // Whether `other` is the only member: its trade for the waiters file
+    // works. A failed trade loses its shared lock, which it takes back.
+    let only_member = |other: &Membership| {
+        let only =
+            rustix::fs::flock(&other.waiters, FlockOperation::NonBlockingLockExclusive).is_ok();
+        rustix::fs::flock(&other.waiters, FlockOperation::NonBlockingLockShared).unwrap();
+        only
+    };
+    assert!(!only_member(&other), "a queued process counts as a member");
+    // Its waiter stopped (it took the lock on its own poll, say) while its
+    // queue thread still sleeps for the turn, which `other` keeps. Should
+    // the process now exit before that thread runs again, the files must
+    // go with `other`: so it no longer counts.
+    drop(follower);
+    assert!(
+        only_member(&other),
+        "a process with no waiter left kept counting as a member"
+    );
+    // A waiter that queues again before the turn came counts again.
+    let again = fx.listen(&lock).unwrap();
+    assert!(!only_member(&other), "a waiter queued again is not counted");
+    drop(again);
+    assert!(only_member(&other));
+    drop(other);
+    assert!(fx.no_queue_file_left());
+}
+
+#[test]
 fn a_process_that_queues_again_reuses_its_queue_thread() {
     let fx = fixture();
     let lock = fx.held_lock("again.lock");
@@ -230,7 +283,7 @@ fn a_process_that_queues_again_reuses_its_queue_thread() {
     for round in 0..3 {
         assert!(try_take_turn(&other), "round {round}");
         let Some(follower) = fx.listen(&lock) else {
-            eprintln!("inotify unavailable here; skipping");
+            no_inotify("a_process_that_queues_again_reuses_its_queue_thread");
             return;
         };
         other.pass_turn();
@@ -262,7 +315,11 @@ fn a_process_that_queues_again_reuses_its_queue_thread() {
 #[test]
 fn two_spellings_of_one_lock_share_one_place_in_the_queue() {
     let fx = fixture();
-    let Some((lock, other, first)) = queued_behind_another(&fx, "spellings.lock") else {
+    let Some((lock, other, first)) = queued_behind_another(
+        &fx,
+        "two_spellings_of_one_lock_share_one_place_in_the_queue",
+        "spellings.lock",
+    ) else {
         return;
     };
     let elsewhere = tempfile::tempdir().unwrap();
@@ -287,7 +344,7 @@ fn nothing_is_left_once_the_last_waiter_leaves() {
     let fx = fixture();
     let lock = fx.held_lock("last.lock");
     let Some(first) = fx.listen(&lock) else {
-        eprintln!("inotify unavailable here; skipping");
+        no_inotify("nothing_is_left_once_the_last_waiter_leaves");
         return;
     };
     let second = fx.listen(&lock).unwrap();

@@ -219,6 +219,85 @@ fn a_cancelled_or_panicking_task_is_dropped_before_its_key_passes_on() {
 }
 
 #[test]
+fn a_task_that_never_started_is_dropped_before_its_key_passes_on() {
+    use std::task::{Context, Waker};
+    let s = Serializer::new();
+    // Granted at once and dropped unpolled; then queued behind a holder,
+    // polled, granted by the holder's release and dropped before it is
+    // polled again. Either way the task (and what it captured) is dropped
+    // while its turn still holds the key.
+    for queued in [false, true] {
+        let held = Arc::new(Mutex::new(None));
+        let captured = HeldWhenDropped {
+            serializer: s.clone(),
+            held: Arc::clone(&held),
+        };
+        let holder = if queued { s.try_lock("k") } else { None };
+        let mut task = Box::pin(s.serialize("k", async move {
+            let _captured = captured;
+        }));
+        if let Some(holder) = holder {
+            let polled = task.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            assert!(polled.is_pending(), "the holder still has the key");
+            drop(holder);
+        }
+        drop(task);
+        assert_eq!(*held.lock().unwrap(), Some(true), "queued: {queued}");
+        assert_eq!(s.pending_keys(), 0);
+    }
+}
+
+/// A key whose drop panics when asked to: its copies compare and hash by
+/// `id` alone.
+#[derive(Clone)]
+struct Touchy {
+    id: u8,
+    panics_on_drop: bool,
+}
+
+impl PartialEq for Touchy {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Touchy {}
+
+impl std::hash::Hash for Touchy {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl Drop for Touchy {
+    fn drop(&mut self) {
+        assert!(!self.panics_on_drop, "the key's drop panicked on purpose");
+    }
+}
+
+#[test]
+fn a_call_whose_key_panics_when_dropped_leaves_no_ticket_behind() {
+    let s = Serializer::new();
+    let touchy = |panics_on_drop| Touchy {
+        id: 1,
+        panics_on_drop,
+    };
+    let holder = s.try_lock(touchy(false)).unwrap();
+    // The key is busy, so the entry keeps its own copy and the call's copy
+    // is dropped: it panics after the call took its ticket.
+    let call = std::panic::catch_unwind(AssertUnwindSafe(|| drop(s.lock(touchy(true)))));
+    assert!(call.is_err());
+    drop(holder);
+    let again = s.try_lock(touchy(false));
+    assert!(
+        again.is_some(),
+        "a ticket of the panicked call holds the key"
+    );
+    drop(again);
+    assert_eq!(s.pending_keys(), 0);
+}
+
+#[test]
 fn turns_guards_and_tasks_can_be_sent_to_other_threads() {
     fn sendable<T: Send + 'static>(_: &T) {}
     let s = Serializer::<String>::new();

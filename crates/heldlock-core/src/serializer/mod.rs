@@ -149,16 +149,7 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
     where
         F: Future,
     {
-        let turn = self.lock(key);
-        // The turn itself holds the key once granted (no guard is made): the
-        // future then stores one reference and a ticket, which matters when
-        // many thousands are queued at once.
-        async move {
-            std::future::poll_fn(|cx| turn.poll_granted(cx)).await;
-            let output = task.await;
-            drop(turn);
-            output
-        }
+        turn::Serialized::new(self.lock(key), task)
     }
 
     /// Queues for `key` now and resolves to a guard once it is this call's turn.
@@ -182,8 +173,12 @@ impl<K: Eq + Hash + Clone> Serializer<K> {
     /// # });
     /// ```
     pub fn lock(&self, key: K) -> Turn<K> {
-        let (key, ticket) = KeyRef::take(&self.shared, key);
-        Turn::new(key, ticket)
+        let (key, ticket, spare) = KeyRef::take(&self.shared, key);
+        let turn = Turn::new(key, ticket);
+        // Dropped after the turn exists: should the key's `Drop` panic, the
+        // unwinding drops the turn too, and the ticket is settled.
+        drop(spare);
+        turn
     }
 
     /// Takes `key` if nobody holds it or waits for it, without queueing.

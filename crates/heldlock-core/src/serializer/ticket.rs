@@ -201,8 +201,11 @@ impl<K> Passed<K> {
 
 impl<K: Eq + Hash> KeyRef<K> {
     /// A call: takes the next ticket of `key`, inserting the key if it is
-    /// not busy (its ticket is then served at once).
-    pub(super) fn take(shared: &Arc<Shared<K>>, key: K) -> (Self, usize) {
+    /// not busy (its ticket is then served at once). The caller's `key`
+    /// comes back when the key was busy (the entry has its own copy): the
+    /// caller drops it once the ticket is in a [`Turn`](super::Turn), so
+    /// that a key whose `Drop` panics cannot leave a ticket nobody settles.
+    pub(super) fn take(shared: &Arc<Shared<K>>, key: K) -> (Self, usize, Option<Hashed<K>>) {
         let key = shared.hashed(key);
         let mut keys = shared.keys(key.hash);
         if let Some((found, _)) = keys.get_key_value(&key) {
@@ -210,9 +213,9 @@ impl<K: Eq + Hash> KeyRef<K> {
             found.0.next.store(after(ticket), Ordering::Relaxed);
             let found = KeyRef(Arc::clone(&found.0));
             drop(keys);
-            return (found, ticket);
+            return (found, ticket, Some(key));
         }
-        (Self::insert(shared, &mut keys, key), 0)
+        (Self::insert(shared, &mut keys, key), 0, None)
     }
 
     /// `try_lock`: the first ticket of `key`, or `None` if it is busy.

@@ -1,5 +1,5 @@
-//! A call's ticket as a future ([`Turn`]) and a held key as a guard
-//! ([`KeyGuard`]).
+//! A call's ticket as a future ([`Turn`]), a held key as a guard
+//! ([`KeyGuard`]), and a task run in its turn ([`Serialized`]).
 //!
 //! A turn owns one ticket from the moment the call returns; whatever
 //! happens to it, it settles the ticket exactly once: it resolves into a
@@ -9,6 +9,7 @@
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -18,7 +19,10 @@ use super::ticket::KeyRef;
 /// is this call's turn. Returned by [`Serializer::lock`].
 ///
 /// Dropping a `Turn` gives up the place; if the turn had already come, the key
-/// passes to the next waiter at once.
+/// passes to the next waiter at once. A turn passed to [`std::mem::forget`]
+/// never settles its ticket: the key stays busy from the moment that ticket
+/// comes, and the serializer's state is never freed (as forgetting a
+/// `MutexGuard` keeps its mutex locked).
 ///
 /// [`Serializer::lock`]: super::Serializer::lock
 #[must_use = "a Turn holds a place in the queue; await it or drop it"]
@@ -61,8 +65,10 @@ impl<K: Eq + Hash> Future for Turn<K> {
     }
 }
 
-impl<K: Eq + Hash> Drop for Turn<K> {
-    fn drop(&mut self) {
+impl<K: Eq + Hash> Turn<K> {
+    /// Settles the ticket now, as dropping the turn would: releases the key
+    /// if the ticket was served, gives the ticket up otherwise.
+    fn settle(&mut self) {
         let Some(key) = self.key.take() else {
             return; // resolved: the guard owns the ticket now
         };
@@ -73,6 +79,12 @@ impl<K: Eq + Hash> Drop for Turn<K> {
         } else {
             key.give_up(self.ticket);
         }
+    }
+}
+
+impl<K: Eq + Hash> Drop for Turn<K> {
+    fn drop(&mut self) {
+        self.settle();
     }
 }
 
@@ -88,7 +100,9 @@ impl<K: Eq + Hash + fmt::Debug> fmt::Debug for Turn<K> {
     }
 }
 
-/// Holds one key of a [`Serializer`]; dropping it passes the key on.
+/// Holds one key of a [`Serializer`]; dropping it passes the key on. A guard
+/// passed to [`std::mem::forget`] holds its key forever, and the
+/// serializer's state is never freed.
 ///
 /// Returned by [`Serializer::lock`] and [`Serializer::try_lock`].
 ///
@@ -124,5 +138,66 @@ impl<K: Eq + Hash + fmt::Debug> fmt::Debug for KeyGuard<K> {
         f.debug_struct("KeyGuard")
             .field("key", self.key.key())
             .finish()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task run in its turn: the future of [`Serializer::serialize`].
+    ///
+    /// The turn itself holds the key once granted (no guard is made), so the
+    /// future is the task and a turn (a reference and a ticket), which
+    /// matters when many thousands are queued at once.
+    ///
+    /// [`Serializer::serialize`]: super::Serializer::serialize
+    pub(super) struct Serialized<K, F>
+    where
+        K: Eq,
+        K: Hash,
+    {
+        // Declared first, so dropped first in every state of the future:
+        // the task's destructors run while the key is still held, or
+        // before it was granted, never after it passed on. `None` once the
+        // task finished or panicked.
+        #[pin]
+        task: Option<F>,
+        turn: Turn<K>,
+    }
+}
+
+impl<K: Eq + Hash, F> Serialized<K, F> {
+    pub(super) fn new(turn: Turn<K>, task: F) -> Self {
+        Serialized {
+            task: Some(task),
+            turn,
+        }
+    }
+}
+
+impl<K: Eq + Hash, F: Future> Future for Serialized<K, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        std::task::ready!(this.turn.poll_granted(cx));
+        let Some(task) = this.task.as_mut().as_pin_mut() else {
+            panic!("`Serializer::serialize`'s future polled after it completed");
+        };
+        let polled = match catch_unwind(AssertUnwindSafe(|| task.poll(cx))) {
+            Ok(polled) => polled,
+            Err(panic) => {
+                // As its caller's own code would: the task is dropped as
+                // the panic leaves it, and the key passes on then, not when
+                // this future is dropped (a caller that catches the panic
+                // may keep it).
+                this.task.set(None);
+                this.turn.settle();
+                resume_unwind(panic);
+            }
+        };
+        let output = std::task::ready!(polled);
+        // The key passes on as soon as the task is done.
+        this.task.set(None);
+        this.turn.settle();
+        Poll::Ready(output)
     }
 }

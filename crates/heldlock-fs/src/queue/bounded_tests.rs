@@ -199,3 +199,48 @@ fn a_mark_nobody_is_left_to_remove_goes_with_the_queue() {
     drop(other);
     assert!(fx.no_queue_file_left(), "the mark outlived its queue");
 }
+
+#[test]
+fn a_member_of_a_removed_queue_leaves_the_new_queues_mark_alone() {
+    let fx = fixture();
+    let lock = fx.held_lock("renewed.lock");
+    // This process stopped counting while in line, and the queue's files
+    // went with the others' last leaver.
+    let stale = fx.other_process(&lock);
+    assert!(stale.stop_counting(), "the only member removes the files");
+    // A newcomer makes new ones, leads, and starves.
+    let leader = fx.other_process(&lock);
+    assert!(try_take_turn(&leader));
+    leader.mark_starving().unwrap();
+    let mark = fx.mark(&lock);
+    assert!(mark.exists());
+    // The stale member gets its old turn and gives it up, as its queue
+    // thread does: the new leader's mark stays, and it makes none.
+    stale.unmark_starving();
+    assert!(mark.exists(), "a stale member removed the new queue's mark");
+    assert_eq!(stale.mark_starving(), Err(Errno::STALE));
+    drop(stale);
+    assert!(mark.exists());
+    drop(leader);
+    assert!(fx.no_queue_file_left());
+}
+
+#[test]
+fn a_forked_child_leaves_its_parents_mark_alone() {
+    let fx = fixture();
+    let lock = fx.held_lock("forked.lock");
+    let parent = fx.other_process(&lock);
+    assert!(try_take_turn(&parent));
+    parent.mark_starving().unwrap();
+    let mark = fx.mark(&lock);
+    // A child forked without `exec` shares the parent's membership: the
+    // same files and pid recorded, but another process id of its own.
+    let mut child = fx.other_process(&lock);
+    child.pid = std::process::id().wrapping_add(1);
+    child.unmark_starving();
+    assert!(mark.exists(), "a forked child removed its parent's mark");
+    assert_eq!(child.mark_starving(), Err(Errno::STALE));
+    drop(child);
+    drop(parent);
+    assert!(fx.no_queue_file_left());
+}

@@ -231,8 +231,10 @@ pub(super) const JOIN_ATTEMPTS: u32 = 8;
 /// (its lock taken and released meanwhile) before its thread removed them
 /// itself. Should the files be removed meanwhile, the turn it gets is a
 /// removed file's: it passes it on at once, or, if a waiter of it came back
-/// and could not count again, leads a queue of its own: one more watcher of
-/// the lock, nothing worse.
+/// meanwhile (counting again, but on the removed file), leads a queue of
+/// its own until that waiter stops: one more watcher of the lock, nothing
+/// worse. It never touches the new queue's starving mark
+/// ([`Membership::unmark_starving`]).
 ///
 /// The shared lock is not waited for: a remover holds the file only for a
 /// few system calls, but a remover stopped there would stop every newcomer
@@ -341,7 +343,13 @@ impl Membership {
 
     /// Leaves the starving mark: the leader (the caller) has watched past
     /// its bound. An empty file, made or found; only its name says anything.
+    ///
+    /// Refused (`ESTALE`) unless this membership is the current queue's and
+    /// this process's (see [`is_current`](Self::is_current)).
     pub(super) fn mark_starving(&self) -> rustix::io::Result<()> {
+        if !self.is_current() {
+            return Err(Errno::STALE);
+        }
         let flags = OFlags::WRONLY
             | OFlags::CREATE
             | OFlags::CLOEXEC
@@ -359,9 +367,22 @@ impl Membership {
 
     /// Removes the starving mark, whoever made it: called by the leader as
     /// it gives up the turn, so that a mark left by a leader that died
-    /// lasts one leader at most.
+    /// lasts one leader at most. Only while this membership is current:
+    /// the mark at the name is then this queue's.
     pub(super) fn unmark_starving(&self) {
-        let _ = rustix::fs::unlinkat(&self.dir, &self.starving_name, AtFlags::empty());
+        if self.is_current() {
+            let _ = rustix::fs::unlinkat(&self.dir, &self.starving_name, AtFlags::empty());
+        }
+    }
+
+    /// Whether this process joined (a child forked without `exec` did not,
+    /// and must leave its parent's mark alone) and this membership's
+    /// waiters file is still the one at its name. A member that stopped
+    /// counting may be in line on files since removed, and then the mark at
+    /// the name is the new queue's, whose leader it is not.
+    fn is_current(&self) -> bool {
+        self.pid == std::process::id()
+            && still_named(&self.dir, &self.waiters_name, &self.waiters) == Ok(true)
     }
 
     /// Stops counting as a member, but stays in line for the turn: called

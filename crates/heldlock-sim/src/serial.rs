@@ -7,9 +7,10 @@
 //! drop any caller (waiting, granted but not yet polled, or running). The
 //! checks: tasks of one key never overlap; a task starts only when every
 //! earlier call on its key has finished or was cancelled (FIFO by call
-//! order); when nothing can run any more, every caller that was not
-//! cancelled has finished (no lost wake-up); and the serializer keeps no key
-//! (no retained key).
+//! order); a task, with what it captured, is dropped before its key passes
+//! on, whether it ran, finished or never started; when nothing can run any
+//! more, every caller that was not cancelled has finished (no lost
+//! wake-up); and the serializer keeps no key (no retained key).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -160,6 +161,33 @@ impl Drop for Running {
     }
 }
 
+/// Captured by each task: its drop checks that the key is not idle, since
+/// the task's own ticket is outstanding until the task is dropped. A
+/// serializer that passes the key on before it drops the task (its
+/// captured values included) lets this find the key free when the call was
+/// its last.
+struct Captured {
+    shared: Arc<Shared>,
+    serializer: Serializer<u8>,
+    key: u8,
+    id: usize,
+}
+
+impl Drop for Captured {
+    fn drop(&mut self) {
+        if let Some(guard) = self.serializer.try_lock(self.key) {
+            drop(guard);
+            let (id, key) = (self.id, self.key);
+            self.shared.log().violation(
+                Invariant::SerializerOrder,
+                format!(
+                    "s{id}'s task was dropped after its key {key} passed on (the key was idle)"
+                ),
+            );
+        }
+    }
+}
+
 /// Marks its caller cancelled if dropped while waiting.
 struct Waiting {
     shared: Arc<Shared>,
@@ -189,7 +217,14 @@ async fn caller(
     let key = shared.log().callers[id].key;
     let task = {
         let (world, shared) = (Arc::clone(&world), Arc::clone(&shared));
+        let captured = Captured {
+            shared: Arc::clone(&shared),
+            serializer: serializer.clone(),
+            key,
+            id,
+        };
         async move {
+            let _captured = captured;
             shared.log().started(id);
             let mut running = Running {
                 shared: Arc::clone(&shared),

@@ -20,8 +20,9 @@
 //!   call order (as `join_all` does), so 100,000 such calls cost 100,000
 //!   increments and no more memory than their futures;
 //! * only a turn that is polled before its ticket comes leaves its waker, in
-//!   a slot of the key's ring, indexed by ticket; the release that serves
-//!   the ticket wakes it. The ring belongs to the key and is reused;
+//!   a slot of the key's ring, indexed by ticket (the ring grows to reach
+//!   it, with empty slots for the tickets in front); the release that
+//!   serves the ticket wakes it. The ring belongs to the key and is reused;
 //! * a turn dropped before its ticket comes marks its slot cancelled, and
 //!   the release that reaches it skips it, so a cancelled call blocks
 //!   nobody (cancelled tickets at the tail are given back instead); a turn

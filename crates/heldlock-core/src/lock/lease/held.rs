@@ -32,11 +32,15 @@ impl HeldLock {
         run: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
         local_turn: Option<KeyGuard<String>>,
     ) -> Self {
-        lease.start_heartbeat(run);
-        HeldLock {
+        // The guard first: should arming the heartbeat panic (a runtime
+        // whose timers are off, or that is not running here), the unwinding
+        // drops the guard, which releases the lock just created.
+        let held = HeldLock {
             lease,
             _local_turn: local_turn,
-        }
+        };
+        held.lease.start_heartbeat(run);
+        held
     }
 
     /// Re-asserts ownership now: checks that the lock is still ours, re-stamps

@@ -1,7 +1,8 @@
 //! A backend that stops answering (a network file system whose server went
 //! away) must not hang the lease or the acquisition: `lost()` fires at the
 //! lease's end while a refresh hangs, `acquire` gives up at `max_wait` while a
-//! step hangs, and a create that completes after the acquisition gave up
+//! step hangs (or within one `poll` past it while steps are merely slow),
+//! and a create that completes after the acquisition gave up
 //! leaves no lock behind.
 //!
 //! Virtual time (`ManualClock`) wherever the hang is a future that never
@@ -188,6 +189,80 @@ fn a_step_begun_just_before_the_deadline_is_given_poll_to_finish() {
     );
     clock.advance(MS);
     assert_timed_out_after(poll_once(acquiring.as_mut()), begun + POLL);
+    drop(held);
+}
+
+/// Steps that each take `SLOW` of virtual time once the clock reaches
+/// `from`: a backend that is slow, not hung.
+#[derive(Debug)]
+struct SlowFrom {
+    clock: ManualClock,
+    from: Instant,
+}
+
+const SLOW: Duration = Duration::from_millis(90);
+
+impl SlowFrom {
+    async fn pace(&self) {
+        if self.clock.instant() >= self.from {
+            self.clock.sleep(SLOW).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Hooks for SlowFrom {
+    async fn try_create(
+        &self,
+        inner: &dyn LockBackend,
+        record: &LockRecord,
+    ) -> Result<heldlock_core::Created, BackendError> {
+        self.pace().await;
+        inner.try_create(record).await
+    }
+    async fn inspect(&self, inner: &dyn LockBackend) -> Result<Inspection, BackendError> {
+        self.pace().await;
+        inner.inspect().await
+    }
+}
+
+#[test]
+fn slow_steps_past_the_deadline_share_one_poll_of_grace() {
+    let clock = ManualClock::new();
+    let shared = MemoryBackend::new("slow");
+    let holder = lock_on(shared.clone(), &clock);
+    let held = block_on(holder.acquire()).unwrap();
+    let _heartbeat = clock.take_spawned();
+    let start = clock.instant();
+    let slow = SlowFrom {
+        clock: clock.clone(),
+        from: start + MAX_WAIT - Duration::from_millis(30),
+    };
+    let waiter = lock_on(Hooked::new(shared.clone(), slow), &clock);
+    // Fast until 30 ms before the deadline: the waiter tries (a create,
+    // then a look) after every sleep, and its sleeps end by the deadline.
+    // So the first slow step is a create begun within `poll` of the
+    // deadline, and the look after it begins past the deadline: each of
+    // them alone would finish within `poll` of its own start.
+    let mut acquiring = pin!(waiter.acquire());
+    let result = loop {
+        if let Poll::Ready(result) = poll_once(acquiring.as_mut()) {
+            break result;
+        }
+        assert!(clock.instant() - start < 2 * MAX_WAIT, "never gave up");
+        clock.advance(MS);
+    };
+    let waited = clock.instant() - start;
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+    assert!(
+        waited > MAX_WAIT,
+        "no step ran past the deadline: {waited:?}"
+    );
+    assert!(
+        waited <= MAX_WAIT + POLL,
+        "slow steps past the deadline held acquire for {waited:?}, more than \
+         max_wait plus one poll"
+    );
     drop(held);
 }
 

@@ -15,7 +15,7 @@ use tracing::field;
 use super::acquire::{Acquire, Action, Event, Outcome, Waiting};
 use super::backend::{Broke, ChangeListener, Created, LockBackend};
 use super::handle::Lock;
-use super::lease::{HeldLock, Lease, within};
+use super::lease::{HeldLock, Lease, within, within_limit};
 use super::logs::{self, Compact};
 use super::record::{Holder, Inspection, LockRecord};
 use crate::clock::Runtime;
@@ -72,19 +72,26 @@ impl Lock {
         let started = self.runtime.instant();
         // `max_wait` is validated (at most a year): no overflow.
         let deadline = started.checked_add(max_wait).unwrap_or(started);
+        let mut limit = StepLimit {
+            deadline,
+            grace,
+            late: None,
+        };
         let local = if self.queue_in_process {
             match self.local_turn(max_wait).await {
                 Some(guard) => Some(guard),
                 None => {
                     // Another task of this process holds or waits for it.
                     let mut look = self.backend.inspect();
-                    let holder = match within(&*self.runtime, &mut look, deadline, grace).await {
-                        Some(inspection) => match inspection? {
-                            Inspection::Present(observed) => Some(observed.holder),
-                            Inspection::Absent => None,
-                        },
-                        None => None,
-                    };
+                    let holder =
+                        match within_limit(&*self.runtime, &mut look, |now| limit.until(now)).await
+                        {
+                            Some(inspection) => match inspection? {
+                                Inspection::Present(observed) => Some(observed.holder),
+                                Inspection::Absent => None,
+                            },
+                            None => None,
+                        };
                     return Err(self.timed_out(holder, started));
                 }
             }
@@ -158,7 +165,7 @@ impl Lock {
                             let _ = call.poll(cx);
                             lease.take_created().map_or(Poll::Pending, Poll::Ready)
                         });
-                        within(&*self.runtime, &mut step, deadline, grace).await
+                        within_limit(&*self.runtime, &mut step, |now| limit.until(now)).await
                     };
                     let Some(created) = outcome else {
                         // Dropping `call` hands the create to the runtime,
@@ -200,7 +207,7 @@ impl Lock {
                     // A look is safe to drop half-way.
                     let looked = {
                         let mut look = pin!(self.inspect_judging_liveness(&mut fresh_exits));
-                        within(&*self.runtime, &mut look, deadline, grace).await
+                        within_limit(&*self.runtime, &mut look, |now| limit.until(now)).await
                     };
                     let Some(event) = looked else {
                         return Err(self.timed_out(machine.last_holder().cloned(), started));
@@ -223,7 +230,7 @@ impl Lock {
                     let mut call = Unfinished::new(breaking, &*self.runtime, None);
                     let outcome = {
                         let mut step = poll_fn(|cx| call.poll(cx));
-                        within(&*self.runtime, &mut step, deadline, grace).await
+                        within_limit(&*self.runtime, &mut step, |now| limit.until(now)).await
                     };
                     let Some((broke, observed)) = outcome else {
                         drop(call);
@@ -361,6 +368,31 @@ impl Lock {
             resource: self.backend.resource(),
             holder,
             waited,
+        }
+    }
+}
+
+/// How long each backend step of one acquisition may take: until the
+/// deadline, or, from the first step begun less than `grace` before it (or
+/// after it), until `grace` after that step's start; every later step
+/// shares that limit. So a backend that is slow rather than hung, and takes
+/// several steps after the deadline (a look, a break, another try), still
+/// ends the acquisition within `max_wait` plus one `grace`.
+struct StepLimit {
+    deadline: Instant,
+    grace: Duration,
+    late: Option<Instant>,
+}
+
+impl StepLimit {
+    /// The limit of a step that has been running since `now`.
+    fn until(&mut self, now: Instant) -> Instant {
+        if let Some(late) = self.late {
+            return late;
+        }
+        match now.checked_add(self.grace) {
+            Some(end) if end > self.deadline => *self.late.insert(end),
+            _ => self.deadline,
         }
     }
 }

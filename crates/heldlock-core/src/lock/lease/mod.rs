@@ -105,14 +105,29 @@ pub(super) async fn within<F: Future + Unpin>(
     deadline: Instant,
     grace: Duration,
 ) -> Option<F::Output> {
+    within_limit(runtime, call, |now| {
+        deadline.max(now.checked_add(grace).unwrap_or(deadline))
+    })
+    .await
+}
+
+/// As [`within`], with the end of the race given by `limit` from the
+/// moment the call first did not complete (read only then, as `within`).
+pub(crate) async fn within_limit<F: Future + Unpin>(
+    runtime: &dyn Runtime,
+    call: &mut F,
+    limit: impl FnOnce(Instant) -> Instant,
+) -> Option<F::Output> {
+    let mut limit = Some(limit);
     let mut timer: Option<Sleep> = None;
     poll_fn(|cx| {
         if let Poll::Ready(output) = Pin::new(&mut *call).poll(cx) {
             return Poll::Ready(Some(output));
         }
         let timer = timer.get_or_insert_with(|| {
-            let left = deadline.saturating_duration_since(runtime.instant());
-            runtime.sleep(left.max(grace))
+            let now = runtime.instant();
+            let end = limit.take().map_or(now, |limit| limit(now));
+            runtime.sleep(end.saturating_duration_since(now))
         });
         timer.as_mut().poll(cx).map(|()| None)
     })

@@ -471,15 +471,11 @@ where
 }
 
 /// Runs `task` to its end on the runtime; never panics, since it runs in
-/// `Drop`.
+/// `Drop`, also while the thread unwinds from a panic elsewhere (the caller
+/// dropped `acquire` as a panic left its scope): a spawn that panics then
+/// is caught here, before it could leave the destructor.
 fn hand_over(runtime: &dyn Runtime, task: Pin<Box<dyn Future<Output = ()> + Send + 'static>>) {
     const LEFT: &str = "a lock step the acquisition stopped waiting for could not be handed to the runtime and was dropped; a lock it was creating goes stale";
-    if std::thread::panicking() {
-        // A spawn that panicked now (tokio outside a runtime) would abort
-        // the process.
-        tracing::warn!("{LEFT} (the thread is panicking)");
-        return;
-    }
     if catch_unwind(AssertUnwindSafe(|| runtime.spawn(task))).is_err() {
         tracing::warn!("{LEFT} (the runtime's spawn panicked)");
     }

@@ -31,7 +31,12 @@ pub(crate) async fn contender(world: Arc<World>, id: usize, lock: Lock, plan: Co
             st.note("calls acquire()");
         }
         let result = lock.acquire().await;
-        world.lock().obs.acquiring[id] = None;
+        {
+            let mut st = world.lock();
+            if let Some(since) = st.obs.acquiring[id].take() {
+                st.check_wait_bound(id, since);
+            }
+        }
         match result {
             Ok(held) => critical_section(&world, id, held, round).await,
             Err(error) => {

@@ -207,6 +207,7 @@ impl Sim {
                     .liveness_bound
                     .unwrap_or(stale + self.config.poll + extra + allowance(stale)),
                 max_wait: self.config.max_wait,
+                poll: self.config.poll,
             };
             st.io_ppm = self.profile.io_ppm;
             st.io_heartbeat_only = self.config.io_heartbeat_only;

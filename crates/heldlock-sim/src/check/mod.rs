@@ -59,6 +59,9 @@ pub enum Invariant {
     /// Tasks remain but nothing can ever run again (a lost wake-up), or the
     /// run exceeded its step limit.
     Stuck,
+    /// `acquire` returned more than `max_wait` plus `poll` after it was
+    /// called, without a pause of its contender to excuse it.
+    WaitBound,
     /// The serializer ran two tasks of one key at once, or out of call order.
     SerializerOrder,
     /// The serializer kept a key after its last task, or never woke a task.
@@ -77,6 +80,7 @@ impl Invariant {
             Invariant::UnreadBreak => "unread-break",
             Invariant::LostSignal => "lost-signal",
             Invariant::Stuck => "stuck",
+            Invariant::WaitBound => "wait-bound",
             Invariant::SerializerOrder => "serializer-order",
             Invariant::SerializerProgress => "serializer-progress",
         }
@@ -268,6 +272,8 @@ pub(crate) struct Limits {
     pub(crate) liveness: Duration,
     /// `max_wait`.
     pub(crate) max_wait: Duration,
+    /// `poll`: a step begun within it of the deadline may run that long.
+    pub(crate) poll: Duration,
 }
 
 /// Counts of what a run exercised, by name (`crash`, `io.EIO.rename`, ...).
@@ -305,6 +311,7 @@ impl Observer {
                 merge_gap: Duration::ZERO,
                 liveness: Duration::MAX,
                 max_wait: Duration::ZERO,
+                poll: Duration::ZERO,
             },
             heartbeat_tasks: BTreeSet::new(),
             calls: BTreeMap::new(),

@@ -3,6 +3,7 @@
 //! the end (invariants 1, 3, 4 and 5, and the lost signal).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use heldlock_core::HeldLock;
 
@@ -199,6 +200,28 @@ impl State {
             }
         }
         self.check_liveness(false);
+    }
+
+    /// `acquire`, called at `since`, returned now: within `max_wait` plus
+    /// one `poll` (the limit every step past the deadline shares), unless
+    /// its contender was paused in between.
+    pub(crate) fn check_wait_bound(&mut self, contender: usize, since: Duration) {
+        let now = self.now;
+        let bound = self.obs.limits.max_wait + self.obs.limits.poll;
+        if now.saturating_sub(since) <= bound
+            || Observer::paused_between(&self.procs, contender, since, now)
+        {
+            return;
+        }
+        let text = format!(
+            "c{contender}'s acquire() called at {:.3}s returned at {:.3}s, past max_wait + poll ({:.3}s)",
+            since.as_secs_f64(),
+            now.as_secs_f64(),
+            bound.as_secs_f64()
+        );
+        let step = self.step;
+        self.obs
+            .find(Invariant::WaitBound, step, now, text, Vec::new());
     }
 
     /// 4: obligations whose deadline passed (or, at the end, all of them).

@@ -125,6 +125,10 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
     /// given, since a resource that trusts it would accept the older
     /// holder's writes. The file backend returns `None`; `heldlock-etcd`
     /// returns the key's create revision.
+    ///
+    /// Must not panic: it runs after the lock was created and before the
+    /// core holds a guard for it, so a panic here leaves the lock to go
+    /// stale with nobody holding it.
     fn fencing_token(&self, owner: &OwnerId) -> Option<u64> {
         let _ = owner;
         None

@@ -12,6 +12,15 @@
 //! signals (SIGRTMIN..SIGRTMAX) are not caught: their default action still
 //! ends heldlock.
 //!
+//! A signal that heldlock's caller ignores (`nohup`, a shell's `trap ''`,
+//! a background job's SIGINT) is not caught either: it stays ignored, for
+//! the wait and for the command, which inherits it ignored, as under
+//! flock(1). Catching it would reset it to its default action at the
+//! command's `exec`. SIGCHLD, on the contrary, must not stay ignored: the
+//! kernel would then reap the command itself, and its exit status would be
+//! lost. heldlock puts a handler of its own on it, which the command's
+//! `exec` resets to the default, as flock(1) does.
+//!
 //! # Who already got the signal
 //!
 //! On a terminal, Ctrl-C, Ctrl-\ and Ctrl-Z make the kernel send SIGINT,
@@ -143,6 +152,33 @@ pub(crate) struct Signals {
     caught: VecDeque<Caught>,
 }
 
+/// The signals this process started with ignored, as a mask (bit `n - 1`
+/// for signal `n`): Linux reports them in `/proc/self/stat` (its 33rd
+/// field, `sigignore`, after the command name in parentheses, which may
+/// itself hold spaces and parentheses). None where that cannot be read.
+fn ignored_at_start() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| sigignore_of(&stat))
+        .unwrap_or(0)
+}
+
+/// The `sigignore` field of a `/proc/<pid>/stat` line.
+fn sigignore_of(stat: &str) -> Option<u64> {
+    let end_of_name = stat.rfind(')')?;
+    // Field 3 (the state) comes first after the name.
+    stat.get(end_of_name + 2..)?
+        .split(' ')
+        .nth(33 - 3)?
+        .parse()
+        .ok()
+}
+
+/// Whether signal `raw` is in `mask` (see [`ignored_at_start`]).
+fn is_in(mask: u64, raw: i32) -> bool {
+    (1..=64).contains(&raw) && mask & (1u64 << (raw - 1)) != 0
+}
+
 impl Signals {
     /// Starts catching the signals (see the module's documentation). Call
     /// it before anything that must be undone (acquiring, spawning), so
@@ -160,11 +196,20 @@ impl Signals {
         // the socket would block.
         read.set_nonblocking(true)?;
         let read = UnixStream::from_std(read)?;
+        let ignored = ignored_at_start();
         let delivery = SignalDelivery::with_pipe(
             read,
             write,
             WithOrigin::default(),
-            CAUGHT.iter().map(|signal| signal.as_raw()),
+            CAUGHT
+                .iter()
+                .map(|signal| signal.as_raw())
+                .filter(|&raw| !is_in(ignored, raw)),
+        )?;
+        // Any handler replaces an inherited SIG_IGN; this one only notes.
+        signal_hook::flag::register(
+            Signal::CHILD.as_raw(),
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         )?;
         Ok(Signals {
             delivery: ManuallyDrop::new(delivery),
@@ -375,5 +420,23 @@ mod tests {
             let more = tokio::time::timeout(Duration::from_millis(50), signals.recv()).await;
             assert!(more.is_err(), "{more:?}");
         });
+    }
+}
+
+#[cfg(test)]
+mod ignored_tests {
+    use super::*;
+
+    #[test]
+    fn the_ignored_mask_is_read_after_the_name_whatever_the_name_holds() {
+        // A name with spaces and parentheses; fields 3 to 32 as zeros, then
+        // sigignore (33) = SIGHUP | SIGINT, sigcatch (34), and the rest.
+        let fields = vec!["0"; 30].join(" ");
+        let stat = format!("4242 (a) b (c) {fields} 3 16384 0 0 0");
+        assert_eq!(sigignore_of(&stat), Some(3));
+        assert!(is_in(3, Signal::HUP.as_raw()) && is_in(3, Signal::INT.as_raw()));
+        assert!(!is_in(3, Signal::TERM.as_raw()));
+        assert!(!is_in(u64::MAX, 0) && !is_in(u64::MAX, 65));
+        assert_eq!(sigignore_of("4242 (cut short"), None);
     }
 }

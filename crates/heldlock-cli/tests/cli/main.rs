@@ -11,5 +11,6 @@ mod common;
 mod breaking;
 mod errors;
 mod fixtures;
+mod inherited;
 mod run;
 mod status;

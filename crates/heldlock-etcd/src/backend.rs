@@ -21,12 +21,8 @@ use crate::{EtcdBackend, Held, Holding};
 enum Found {
     /// No key.
     Gone,
-    /// Another acquisition's key.
+    /// Another acquisition's key, or ours rewritten without our lease.
     Replaced,
-    /// Our key, with a value other than the one we last wrote but naming
-    /// our owner: a write of ours whose answer was lost (a timed-out
-    /// refresh that etcd applied). Holds the value now there.
-    OursRewritten(Vec<u8>),
 }
 
 #[async_trait]
@@ -67,7 +63,6 @@ impl LockBackend for EtcdBackend {
                 ttl: Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0)),
             },
             record: record.clone(),
-            value: written.clone(),
         };
         self.keep_try(&record.owner, &held);
         let key = self.key.to_vec();
@@ -113,7 +108,7 @@ impl LockBackend for EtcdBackend {
 
     async fn refresh(&self, owner: &OwnerId, now: SystemTime) -> Result<Refreshed, BackendError> {
         let step = Step::Refresh;
-        let Some(mut held) = self.resolve(step, owner).await? else {
+        let Some(held) = self.resolve(step, owner).await? else {
             // Never created through this handle, or released: not ours.
             return Ok(Refreshed::Lost);
         };
@@ -121,21 +116,18 @@ impl LockBackend for EtcdBackend {
             self.forget(owner);
             return Ok(Refreshed::Lost);
         }
-        for _ in 0..2 {
-            let restamped = value::encode(&held.record, now);
-            let put = TxnOp::put(
-                self.key.to_vec(),
-                restamped.clone(),
-                Some(PutOptions::new().with_lease(held.holding.lease_id)),
-            );
-            match self.guarded(step, "re-stamp the lock", &held, put).await? {
-                Ok(()) => {
-                    self.note_written(owner, &held, restamped);
-                    return Ok(Refreshed::Refreshed);
-                }
-                Err(Found::OursRewritten(current)) => held.value = current,
-                Err(Found::Gone | Found::Replaced) => break,
-            }
+        let restamped = value::encode(&held.record, now);
+        let put = TxnOp::put(
+            self.key.to_vec(),
+            restamped,
+            Some(PutOptions::new().with_lease(held.holding.lease_id)),
+        );
+        if self
+            .guarded(step, "re-stamp the lock", &held, put)
+            .await?
+            .is_ok()
+        {
+            return Ok(Refreshed::Refreshed);
         }
         self.forget(owner);
         Ok(Refreshed::Lost)
@@ -172,29 +164,19 @@ impl LockBackend for EtcdBackend {
         let step = Step::Release;
         // Forgotten only once the outcome is known: a release dropped
         // half-way leaves a lock this handle can still refresh or release.
-        let Some(mut held) = self.resolve(step, owner).await? else {
+        let Some(held) = self.resolve(step, owner).await? else {
             // Not ours through this handle: say only what is there.
             return Ok(match self.get(step, "look at the lock").await? {
                 None => Released::Absent,
                 Some(_) => Released::NotOurs,
             });
         };
-        let mut released = Released::NotOurs;
-        for _ in 0..2 {
-            let delete = TxnOp::delete(self.key.to_vec(), None);
-            match self.guarded(step, "delete the lock", &held, delete).await? {
-                Ok(()) => {
-                    released = Released::Released;
-                    break;
-                }
-                Err(Found::OursRewritten(current)) => held.value = current,
-                Err(Found::Gone) => {
-                    released = Released::Absent;
-                    break;
-                }
-                Err(Found::Replaced) => break,
-            }
-        }
+        let delete = TxnOp::delete(self.key.to_vec(), None);
+        let released = match self.guarded(step, "delete the lock", &held, delete).await? {
+            Ok(()) => Released::Released,
+            Err(Found::Gone) => Released::Absent,
+            Err(Found::Replaced) => Released::NotOurs,
+        };
         self.forget(owner);
         // The lease holds nothing of ours any more; failing to end it is
         // not worth failing the release over (it lapses by itself).
@@ -272,8 +254,11 @@ impl EtcdBackend {
         Ok(response)
     }
 
-    /// Runs `op` if the key is still `held`'s: its create revision, and the
-    /// value we last wrote (which names our owner id). Otherwise reports
+    /// Runs `op` if the key is still `held`'s: its create revision, and our
+    /// lease (unique to this grant: a key rewritten by anyone else, or
+    /// deleted and made again, fails one or the other). Not the value we
+    /// last wrote: a refresh of ours running at the same moment rewrites
+    /// it, and that must not make the lock look lost. Otherwise reports
     /// what is there.
     async fn guarded(
         &self,
@@ -290,7 +275,7 @@ impl EtcdBackend {
                     CompareOp::Equal,
                     held.holding.create_revision,
                 ),
-                Compare::value(key.clone(), CompareOp::Equal, held.value.clone()),
+                Compare::lease(key.clone(), CompareOp::Equal, held.holding.lease_id),
             ])
             .and_then([op])
             .or_else([TxnOp::get(key, None)]);
@@ -300,10 +285,6 @@ impl EtcdBackend {
         }
         Ok(Err(match got(&response) {
             None => Found::Gone,
-            Some(kv) if kv.create_revision() != held.holding.create_revision => Found::Replaced,
-            Some(kv) if value::names_owner(kv.value(), &held.record.owner) => {
-                Found::OursRewritten(kv.value().to_vec())
-            }
             Some(_) => Found::Replaced,
         }))
     }
@@ -325,7 +306,6 @@ impl EtcdBackend {
         match self.get(step, "look for a lock a dropped try made").await? {
             Some(kv) if kv.lease() == held.holding.lease_id => {
                 held.holding.create_revision = kv.create_revision();
-                held.value = kv.value().to_vec();
                 self.keep(owner.clone(), held.clone());
                 Ok(Some(held))
             }

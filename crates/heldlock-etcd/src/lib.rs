@@ -202,8 +202,6 @@ pub(crate) struct Held {
     /// `try_create` dropped in between leaves it so; see `resolve`).
     pub(crate) holding: Holding,
     pub(crate) record: LockRecord,
-    /// The value we last wrote (release and refresh compare it).
-    pub(crate) value: Vec<u8>,
 }
 
 impl EtcdBackend {
@@ -385,16 +383,6 @@ impl EtcdBackend {
 
     pub(crate) fn forget(&self, owner: &OwnerId) -> Option<Held> {
         self.held_map().remove(owner)
-    }
-
-    /// Notes the value a refresh of `held` wrote, unless a release (the
-    /// heartbeat's refresh runs beside it) forgot the lock meanwhile.
-    pub(crate) fn note_written(&self, owner: &OwnerId, held: &Held, value: Vec<u8>) {
-        if let Some(known) = self.held_map().get_mut(owner)
-            && known.holding == held.holding
-        {
-            known.value = value;
-        }
     }
 
     /// Keeps a try's pending lock, unless `owner` holds one already

@@ -70,11 +70,6 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Decoded> {
     })
 }
 
-/// Whether `bytes` is a value of ours naming `owner`.
-pub(crate) fn names_owner(bytes: &[u8], owner: &OwnerId) -> bool {
-    decode(bytes).is_some_and(|d| d.record.owner == *owner)
-}
-
 /// A short, printable excerpt of a value that is not ours, for messages.
 pub(crate) fn summary(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
@@ -125,8 +120,6 @@ mod tests {
                 refreshed_at: refreshed
             })
         );
-        assert!(names_owner(&bytes, &record.owner));
-        assert!(!names_owner(&bytes, &OwnerId::random()));
     }
 
     #[test]

@@ -207,6 +207,37 @@ async fn a_revoked_lease_is_learnt_by_refresh_and_by_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_of_one_holder_at_once_all_find_the_lock_theirs() {
+    let Some(etcd) = Etcd::any("refreshes_of_one_holder_at_once_all_find_the_lock_theirs") else {
+        return;
+    };
+    let backend = Arc::new(etcd.backend("refreshes-at-once").await);
+    let lock = lock(&backend, Duration::from_secs(5), Duration::from_secs(5));
+    let held = lock.acquire().await.unwrap();
+    // Tasks of the holder re-assert the lock at the same moment (and the
+    // heartbeat may be a fifth): each re-stamp rewrites what the others
+    // last saw, and none of that makes the lock anyone else's.
+    let (a, b, c, d) = tokio::join!(
+        held.refresh(),
+        held.refresh(),
+        held.refresh(),
+        held.refresh()
+    );
+    for (i, refreshed) in [a, b, c, d].into_iter().enumerate() {
+        assert!(refreshed.unwrap(), "refresh {i} reported the lock lost");
+    }
+    assert!(!held.is_lost());
+    assert_eq!(held.release().await.unwrap(), Released::Released);
+    assert!(
+        matches!(
+            backend.inspect().await.unwrap(),
+            heldlock_core::Inspection::Absent
+        ),
+        "the key outlived its release"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_guard_frees_the_lock_without_waiting_for_its_ttl() {
     let Some(etcd) = Etcd::any("a_dropped_guard_frees_the_lock_without_waiting_for_its_ttl") else {
         return;

@@ -150,6 +150,17 @@ fn the_command_exit_status_is_propagated() {
     assert_eq!(output.status.code(), Some(128 + 15), "killed by SIGTERM");
     let output = run(&["run", lock.to_str().unwrap(), "--", "/nonexistent/command"]);
     assert_eq!(output.status.code(), Some(127), "{}", stderr(&output));
+    // A file that is there but cannot be executed: 126, as `env` says.
+    let not_executable = dir.path().join("not-executable");
+    fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let output = heldlock()
+        .arg("run")
+        .arg(&lock)
+        .arg("--")
+        .arg(&not_executable)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(126), "{}", stderr(&output));
     assert!(!lock.exists(), "the lock was left behind");
 }
 
@@ -216,6 +227,49 @@ fn sigterm_is_forwarded_and_the_lock_released() {
     assert!(!lock.exists(), "the lock was not released");
     let again = run(&["run", "--no-wait", lock.to_str().unwrap(), "--", "true"]);
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+}
+
+#[test]
+fn a_command_that_outlives_sigterm_keeps_the_lock_until_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = lock_in(&dir);
+    let ready = dir.path().join("ready");
+    let go = dir.path().join("go");
+    let out = dir.path().join("out");
+    let mut child = heldlock()
+        .arg("run")
+        .arg(&lock)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            // The command's own loop, not the test's synchronisation: it
+            // runs until the test lets it end.
+            r#"trap 'echo got-term >> "$OUT"' TERM; touch "$READY"; while [ ! -e "$GO" ]; do sleep 0.02; done; exit 4"#,
+        ])
+        .env("READY", &ready)
+        .env("GO", &go)
+        .env("OUT", &out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the command to trap SIGTERM", || ready.exists());
+    signal(&child, Signal::TERM);
+    // Relayed, and handled without exiting: the command runs on, and so
+    // the lock stays held.
+    wait_for("the command to get SIGTERM", || out.exists());
+    assert!(lock.exists(), "the lock went while the command runs");
+    let busy = run(&["run", "--no-wait", lock.to_str().unwrap(), "--", "true"]);
+    assert_eq!(busy.status.code(), Some(75), "{}", stderr(&busy));
+    assert!(child.try_wait().unwrap().is_none(), "heldlock exited first");
+    fs::write(&go, "").unwrap();
+    assert_eq!(
+        wait_exit(&mut child).code(),
+        Some(4),
+        "not the command's status"
+    );
+    assert!(!lock.exists(), "the lock was not released");
 }
 
 /// Whether process `pid` catches `signal` (Linux: `SigCgt` in /proc).

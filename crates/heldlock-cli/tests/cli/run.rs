@@ -196,29 +196,37 @@ fn the_command_sees_the_lock_path_and_owner() {
     assert_eq!(lines[1].len(), 36);
 }
 
-#[test]
-fn sigterm_is_forwarded_and_the_lock_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let lock = lock_in(&dir);
-    let out = dir.path().join("out");
+/// `heldlock run lock -- sh -c script`, the script's files in `dir` named
+/// by `READY`, `OUT` and `GO`; returns once the script created `READY`
+/// (its traps are set).
+fn run_trapping(dir: &tempfile::TempDir, lock: &Path, script: &str) -> Child {
     let ready = dir.path().join("ready");
-    let mut child = heldlock()
+    let child = heldlock()
         .arg("run")
-        .arg(&lock)
-        .args([
-            "--",
-            "sh",
-            "-c",
-            r#"trap "echo got-term > $OUT; exit 3" TERM; touch "$READY"; sleep 10 & wait"#,
-        ])
-        .env("OUT", &out)
+        .arg(lock)
+        .args(["--", "sh", "-c", script])
         .env("READY", &ready)
-        // The orphaned `sleep` keeps inherited pipes open: use none.
+        .env("OUT", dir.path().join("out"))
+        .env("GO", dir.path().join("go"))
+        // An orphaned `sleep` keeps inherited pipes open: use none.
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_for("the command to set its trap", || ready.exists());
+    child
+}
+
+#[test]
+fn sigterm_is_forwarded_and_the_lock_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = lock_in(&dir);
+    let out = dir.path().join("out");
+    let mut child = run_trapping(
+        &dir,
+        &lock,
+        r#"trap "echo got-term > $OUT; exit 3" TERM; touch "$READY"; sleep 10 & wait"#,
+    );
     assert!(lock.exists());
     signal(&child, Signal::TERM);
     let status = wait_exit(&mut child);
@@ -233,28 +241,14 @@ fn sigterm_is_forwarded_and_the_lock_released() {
 fn a_command_that_outlives_sigterm_keeps_the_lock_until_it_exits() {
     let dir = tempfile::tempdir().unwrap();
     let lock = lock_in(&dir);
-    let ready = dir.path().join("ready");
-    let go = dir.path().join("go");
-    let out = dir.path().join("out");
-    let mut child = heldlock()
-        .arg("run")
-        .arg(&lock)
-        .args([
-            "--",
-            "sh",
-            "-c",
-            // The command's own loop, not the test's synchronisation: it
-            // runs until the test lets it end.
-            r#"trap 'echo got-term >> "$OUT"' TERM; touch "$READY"; while [ ! -e "$GO" ]; do sleep 0.02; done; exit 4"#,
-        ])
-        .env("READY", &ready)
-        .env("GO", &go)
-        .env("OUT", &out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the command to trap SIGTERM", || ready.exists());
+    let (go, out) = (dir.path().join("go"), dir.path().join("out"));
+    // The command's own loop, not the test's synchronisation: it runs
+    // until the test lets it end.
+    let mut child = run_trapping(
+        &dir,
+        &lock,
+        r#"trap 'echo got-term >> "$OUT"' TERM; touch "$READY"; while [ ! -e "$GO" ]; do sleep 0.02; done; exit 4"#,
+    );
     signal(&child, Signal::TERM);
     // Relayed, and handled without exiting: the command runs on, and so
     // the lock stays held.

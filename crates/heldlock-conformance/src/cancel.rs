@@ -174,24 +174,7 @@ pub async fn check_cancel_release(
         };
         for (handle, who) in [(&*a, "A"), (&*b, "peer B")] {
             let step = format!("{who}'s inspect after {after} (A's lock untouched, or Absent)");
-            // One look: a network backend may still apply the dropped
-            // release after it was dropped, so the lock may go between two.
-            let found = cx.inspect(handle, &step).await?;
-            let fine = match &found {
-                Inspection::Absent => true,
-                Inspection::Present(observed) => *observed == held,
-                _ => false,
-            };
-            if !fine {
-                let shown = match &found {
-                    Inspection::Present(observed) => {
-                        format!("Present({})", cx.show_observed(observed))
-                    }
-                    other => format!("{other:?}"),
-                };
-                let expected = format!("unchanged Present({}), or Absent", cx.show_observed(&held));
-                return Err(cx.mismatch(&step, expected, shown));
-            }
+            cx.unchanged_or_absent(handle, &held, &step).await?;
         }
         let step = format!("A's release after {after}");
         match cx.ok(&step, a.release(&record.owner).await)? {

@@ -285,9 +285,40 @@ impl Cx {
         before: &Observed,
         step: &str,
     ) -> Result<(), Failure> {
-        let expected = || format!("unchanged Present({})", self.show_observed(before));
-        match self.inspect(handle, step).await? {
+        let found = self.inspect(handle, step).await?;
+        self.judge_unchanged(before, found, false, step)
+    }
+
+    /// As [`unchanged`](Self::unchanged), but no lock is fine too: from
+    /// one look, since a network backend may still apply a step dropped in
+    /// flight, and the lock may go between two looks.
+    pub(crate) async fn unchanged_or_absent(
+        &self,
+        handle: &dyn LockBackend,
+        before: &Observed,
+        step: &str,
+    ) -> Result<(), Failure> {
+        let found = self.inspect(handle, step).await?;
+        self.judge_unchanged(before, found, true, step)
+    }
+
+    fn judge_unchanged(
+        &self,
+        before: &Observed,
+        found: Inspection,
+        absent_is_fine: bool,
+        step: &str,
+    ) -> Result<(), Failure> {
+        let or_absent = if absent_is_fine { ", or Absent" } else { "" };
+        let expected = || {
+            format!(
+                "unchanged Present({}){or_absent}",
+                self.show_observed(before)
+            )
+        };
+        match found {
             Inspection::Present(found) if found == *before => Ok(()),
+            Inspection::Absent if absent_is_fine => Ok(()),
             Inspection::Present(found) => Err(self.mismatch(
                 step,
                 expected(),
